@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .constants import MAX_FRAME_SIZE, MAX_U16, MAX_U32, Opcode
+from .. import errors as _errors  # a module: fila.errors imports fila.protocol
 from . import _failures as fail
 from .pure import Reader, Writer
 
@@ -314,7 +315,7 @@ def _body_type(type_name: str | int) -> BodyType:
     try:
         return table[type_name]
     except KeyError:
-        raise KeyError(f"no FIBP body type {type_name!r}") from None
+        raise _errors.EncodeError(f"no FIBP body type {type_name!r}") from None
 
 
 def _read_fields(r: Reader, label: str, fields: tuple[Field, ...]) -> dict[str, Any]:
@@ -334,7 +335,7 @@ def _write_fields(w: Writer, label: str, fields: tuple[Field, ...], values: Mapp
         raise fail.not_mapping(label, values)
     for f in fields:
         if f.name not in values:
-            raise KeyError(f"{label}.{f.name} is missing")
+            raise _errors.EncodeError(f"{label}.{f.name} is missing (a {f.type} field)")
         value = values[f.name]
         if f.type == "array":
             what = f"{label}.{f.name}"
