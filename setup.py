@@ -42,13 +42,13 @@ class OptionalBuildExt(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any build failure means "pure"
+        except Exception as exc:
             self._warn(exc)
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if os.environ.get("FILA_REQUIRE_EXTENSIONS"):
                 raise
             self._warn(exc)
@@ -62,31 +62,44 @@ class OptionalBuildExt(build_ext):
         )
 
 
+CODEC_SOURCE = "fila/_speedups/_codec.pyx"
+
+
+def _pure_only(reason: str) -> list[Extension]:
+    """Build without the extension (or fail, under ``FILA_REQUIRE_EXTENSIONS``)."""
+    if os.environ.get("FILA_REQUIRE_EXTENSIONS"):
+        raise RuntimeError(f"fila: FILA_REQUIRE_EXTENSIONS is set but {reason}")
+    sys.stderr.write(f"*** fila: {reason}; building the pure-Python codec only.\n")
+    return []
+
+
 def extensions() -> list[Extension]:
     if NO_EXTENSIONS:
         return []
+    if not (HERE / CODEC_SOURCE).is_file():
+        return _pure_only(f"{CODEC_SOURCE} is missing")
     try:
         from Cython.Build import cythonize
     except ImportError:
-        sys.stderr.write("*** fila: Cython is not installed; building the pure-Python codec only.\n")
-        if os.environ.get("FILA_REQUIRE_EXTENSIONS"):
-            raise
-        return []
+        return _pure_only("Cython is not installed")
     exts = [
         Extension(
             "fila._speedups._codec",
-            ["fila/_speedups/_codec.pyx"],
+            [CODEC_SOURCE],
             extra_compile_args=COMPILE_ARGS,
         )
     ]
-    return cythonize(
-        exts,
-        compiler_directives={
-            "language_level": "3",
-            "freethreading_compatible": True,
-            "embedsignature": True,
-        },
-    )
+    try:
+        return cythonize(
+            exts,
+            compiler_directives={
+                "language_level": "3",
+                "freethreading_compatible": True,
+                "embedsignature": True,
+            },
+        )
+    except Exception as exc:  # a Cython error means "pure", like a C compile error
+        return _pure_only(f"Cython could not translate {CODEC_SOURCE} ({exc})")
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

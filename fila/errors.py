@@ -16,35 +16,35 @@ from collections.abc import Mapping
 from .protocol.constants import ErrorCode, normalize_error_code
 
 __all__ = [
-    "FilaError",
-    "ProtocolError",
+    "ERROR_CLASSES",
+    "ApiKeyNotFoundError",
+    "ChannelFullError",
+    "ClientClosedError",
+    "ConnectError",
+    "ConnectionLostError",
     "DecodeError",
     "EncodeError",
     "FilaConnectionError",
-    "ConnectError",
-    "ConnectionLostError",
-    "RequestTimeoutError",
-    "ClientClosedError",
-    "ServerError",
-    "OkError",
-    "QueueNotFoundError",
-    "MessageNotFoundError",
-    "QueueAlreadyExistsError",
-    "LuaCompilationError",
-    "StorageError",
-    "NotADLQError",
-    "ParentQueueNotFoundError",
-    "InvalidConfigValueError",
-    "ChannelFullError",
-    "UnauthorizedError",
+    "FilaError",
     "ForbiddenError",
-    "NotLeaderError",
-    "UnsupportedVersionError",
-    "InvalidFrameError",
-    "ApiKeyNotFoundError",
-    "NodeNotReadyError",
     "InternalServerError",
-    "ERROR_CLASSES",
+    "InvalidConfigValueError",
+    "InvalidFrameError",
+    "LuaCompilationError",
+    "MessageNotFoundError",
+    "NodeNotReadyError",
+    "NotADLQError",
+    "NotLeaderError",
+    "OkError",
+    "ParentQueueNotFoundError",
+    "ProtocolError",
+    "QueueAlreadyExistsError",
+    "QueueNotFoundError",
+    "RequestTimeoutError",
+    "ServerError",
+    "StorageError",
+    "UnauthorizedError",
+    "UnsupportedVersionError",
     "error_for_code",
 ]
 
@@ -289,8 +289,6 @@ ERROR_CLASSES: dict[int, type[ServerError]] = {
 }
 
 
-def error_for_code(
-    code: int, message: str = "", metadata: Mapping[str, str] | None = None
-) -> ServerError:
+def error_for_code(code: int, message: str = "", metadata: Mapping[str, str] | None = None) -> ServerError:
     """The exception instance for a wire error code (unknown codes → InternalServerError)."""
     return ERROR_CLASSES[normalize_error_code(code)](message, metadata)

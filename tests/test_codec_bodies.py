@@ -96,8 +96,15 @@ def test_decode_bad_utf8_names_field() -> None:
 
 def test_f64_special_values_round_trip() -> None:
     stats = {
-        "error_code": 0, "depth": 1, "in_flight": 2, "active_fairness_keys": 3, "active_consumers": 4,
-        "quantum": 5, "leader_node_id": 6, "replication_count": 7, "per_key_stats": [],
+        "error_code": 0,
+        "depth": 1,
+        "in_flight": 2,
+        "active_fairness_keys": 3,
+        "active_consumers": 4,
+        "quantum": 5,
+        "leader_node_id": 6,
+        "replication_count": 7,
+        "per_key_stats": [],
         "per_throttle_stats": [{"key": "k", "tokens": math.nan, "rate_per_second": -0.0, "burst": math.inf}],
     }
     back = messages.decode_body("GetStatsResponse", messages.encode_body("GetStatsResponse", stats))
@@ -123,7 +130,10 @@ def test_encode_errors_name_the_field(fields: dict[str, Any], match: str) -> Non
 @pytest.mark.parametrize(
     ("fields", "match"),
     [
-        ({"dlq_queue": "q", "count": -1}, r"Redrive.count is -1; it must be an integer from 0 to 18446744073709551615"),
+        (
+            {"dlq_queue": "q", "count": -1},
+            r"Redrive.count is -1; it must be an integer from 0 to 18446744073709551615",
+        ),
         ({"dlq_queue": "q", "count": 2**64}, r"Redrive.count is 18446744073709551616"),
         ({"dlq_queue": "q", "count": "5"}, r"Redrive.count must be int, got str"),
     ],

@@ -98,7 +98,7 @@ def _layout(fields: tuple[messages.Field, ...]) -> list[dict[str, Any]]:
     for f in fields:
         entry: dict[str, Any] = {"name": f.name, "type": f.type}
         if f.type == "array":
-            entry["count"] = f.count
+            entry["count"] = f.count_type
             entry["items"] = _layout(f.items)
         out.append(entry)
     return out
@@ -346,13 +346,18 @@ def test_vectors_continuation_reassembles(v: dict[str, Any], codec: ModuleType) 
     stream = b"".join(bytes.fromhex(f["frame_hex"]) for f in v["frames"])
     for f in v["frames"]:
         _, opcode, flags, rid, payload = frame_of(f["frame_hex"])
-        assert (opcode, flags, rid, len(payload)) == (f["opcode"], f["flags"], f["request_id"], f["payload_len"])
+        assert (opcode, flags, rid, len(payload)) == (
+            f["opcode"],
+            f["flags"],
+            f["request_id"],
+            f["payload_len"],
+        )
     # all at once, and one byte at a time
     for chunks in ([stream], [stream[i : i + 1] for i in range(len(stream))]):
         reader = codec.FrameReader()
         got = [fr for c in chunks for fr in reader.feed(c)]
         assert len(got) == len(v["assembled"])
-        for fr, want in zip(got, v["assembled"]):
+        for fr, want in zip(got, v["assembled"], strict=True):
             assert (fr.opcode, fr.flags, fr.request_id) == (want["opcode"], want["flags"], want["request_id"])
             assert len(fr.payload) == want["payload_len"]
             if "payload_hex" in want:
@@ -408,15 +413,11 @@ def test_vectors_lenient_decode(v: dict[str, Any], codec: ModuleType) -> None:
     assert comparable(messages.decode_body(v["type"], payload)) == comparable(expected)
     hot = _HOT_DECODERS.get(v["type"])
     if hot == "decode_enqueue_result":
-        assert codec.decode_enqueue_result(payload) == [
-            (r["error_code"], r["message_id"]) for r in expected["results"]
-        ]
+        assert codec.decode_enqueue_result(payload) == [(r["error_code"], r["message_id"]) for r in expected["results"]]
     elif hot in ("decode_ack_result", "decode_nack_result"):
         assert getattr(codec, hot)(payload) == [r["error_code"] for r in expected["results"]]
     if v["type"] == "EnqueueRequest":
-        assert pure.decode_enqueue(payload) == [
-            (m["queue"], m["headers"], m["payload"]) for m in expected["messages"]
-        ]
+        assert pure.decode_enqueue(payload) == [(m["queue"], m["headers"], m["payload"]) for m in expected["messages"]]
 
 
 # ------------------------------------------------------------------ encode edges

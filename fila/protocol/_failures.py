@@ -43,10 +43,7 @@ def body_too_short(length: int) -> _errors.DecodeError:
 
 
 def opcode_mismatch(request_id: int, initial: int, got: int) -> _errors.DecodeError:
-    detail = (
-        f"continuation opcode mismatch for request_id {request_id}: "
-        f"initial 0x{initial:02x}, got 0x{got:02x}"
-    )
+    detail = f"continuation opcode mismatch for request_id {request_id}: initial 0x{initial:02x}, got 0x{got:02x}"
     return _errors.DecodeError(detail, "ContinuationOpcodeMismatch", detail)
 
 
@@ -56,10 +53,7 @@ def too_many_streams(count: int, limit: int) -> _errors.DecodeError:
 
 
 def reassembled_too_large(request_id: int, size: int, limit: int) -> _errors.DecodeError:
-    detail = (
-        f"reassembled payload too large for request_id {request_id}: "
-        f"{size} bytes exceeds max {limit} bytes"
-    )
+    detail = f"reassembled payload too large for request_id {request_id}: {size} bytes exceeds max {limit} bytes"
     return _errors.DecodeError(detail, "ReassembledTooLarge", detail)
 
 
@@ -79,15 +73,11 @@ def not_utf8(what: str) -> _errors.EncodeError:
 
 
 def string_too_long(what: str, size: int) -> _errors.EncodeError:
-    return _errors.EncodeError(
-        f"{what} is {size} bytes of UTF-8; a FIBP string holds at most 65535 bytes"
-    )
+    return _errors.EncodeError(f"{what} is {size} bytes of UTF-8; a FIBP string holds at most 65535 bytes")
 
 
 def not_bytes_like(what: str, value: object) -> _errors.EncodeError:
-    return _errors.EncodeError(
-        f"{what} must be bytes-like (bytes, bytearray or memoryview), got {_type_name(value)}"
-    )
+    return _errors.EncodeError(f"{what} must be bytes-like (bytes, bytearray or memoryview), got {_type_name(value)}")
 
 
 def bytes_too_long(what: str, size: int) -> _errors.EncodeError:
@@ -107,9 +97,7 @@ def too_many_entries(what: str, count: int, limit: int) -> _errors.EncodeError:
 
 
 def bad_item(what: str, index: int, expected: int, value: object) -> _errors.EncodeError:
-    return _errors.EncodeError(
-        f"{what}[{index}] must be a tuple of {expected} fields, got {_type_name(value)}"
-    )
+    return _errors.EncodeError(f"{what}[{index}] must be a tuple of {expected} fields, got {_type_name(value)}")
 
 
 def bad_int(what: str, value: object, limit: int) -> _errors.EncodeError:
@@ -120,8 +108,7 @@ def bad_int(what: str, value: object, limit: int) -> _errors.EncodeError:
 
 def bad_max_frame_size(value: object) -> _errors.EncodeError:
     return _errors.EncodeError(
-        f"max_frame_size is {value!r}; it must be an integer from 7 to 4294967295 "
-        "(0 means the 16 MiB default)"
+        f"max_frame_size is {value!r}; it must be an integer from 7 to 4294967295 (0 means the 16 MiB default)"
     )
 
 

@@ -7,6 +7,7 @@ a non-CPython interpreter or a failed import falls back to it silently
 
 from __future__ import annotations
 
+import importlib
 import platform
 from types import ModuleType
 
@@ -18,10 +19,9 @@ def _choose() -> ModuleType:
     if extensions_disabled() or platform.python_implementation() != "CPython":
         return pure
     try:
-        from .._speedups import _codec
+        return importlib.import_module("fila._speedups._codec")
     except ImportError:
         return pure
-    return _codec
 
 
 twin: ModuleType = _choose()

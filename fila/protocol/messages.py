@@ -25,19 +25,19 @@ the matching entries here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from .constants import MAX_FRAME_SIZE, MAX_U16, MAX_U32, Opcode
 from .. import errors as _errors  # a module: fila.errors imports fila.protocol
 from . import _failures as fail
+from .constants import MAX_FRAME_SIZE, MAX_U16, MAX_U32, Opcode
 from .pure import Reader, Writer
 
 
 class Field(NamedTuple):
     name: str
     type: str  # a primitive name, or "array"
-    count: str | None = None  # "u16" or "u32" for arrays
+    count_type: str | None = None  # "u16" or "u32" for arrays
     items: tuple[Field, ...] = ()
 
 
@@ -229,9 +229,7 @@ _TYPES: list[BodyType] = [
         (_f("error_code", _EC), _f("key_id", _S), _f("key", _S), _f("is_superadmin", "bool")),
     ),
     BodyType("RevokeApiKeyRequest", Opcode.REVOKE_API_KEY, "RevokeApiKey", (_f("key_id", _S),)),
-    BodyType(
-        "RevokeApiKeyResponse", Opcode.REVOKE_API_KEY_RESULT, "RevokeApiKeyResult", (_f("error_code", _EC),)
-    ),
+    BodyType("RevokeApiKeyResponse", Opcode.REVOKE_API_KEY_RESULT, "RevokeApiKeyResult", (_f("error_code", _EC),)),
     BodyType("ListApiKeysRequest", Opcode.LIST_API_KEYS, "ListApiKeys", ()),
     BodyType(
         "ListApiKeysResponse",
@@ -277,7 +275,7 @@ BODY_TYPES: dict[str, BodyType] = {t.name: t for t in _TYPES}
 BODY_TYPE_BY_OPCODE: dict[int, BodyType] = {int(t.opcode): t for t in _TYPES}
 """Body types by opcode (one type per opcode)."""
 
-_READERS = {
+_READERS: dict[str, Callable[[Reader, str], Any]] = {
     "u8": Reader.read_u8,
     "u16": Reader.read_u16,
     "u32": Reader.read_u32,
@@ -293,20 +291,20 @@ _READERS = {
     "string[]": Reader.read_string_list,
 }
 
-_WRITERS = {
-    "u8": Writer.u8,
-    "u16": Writer.u16,
-    "u32": Writer.u32,
-    "u64": Writer.u64,
-    "i64": Writer.i64,
-    "f64": Writer.f64,
-    "bool": Writer.bool,
-    "error_code": Writer.u8,
-    "string": Writer.string,
-    "optional<string>": Writer.optional_string,
-    "bytes": Writer.bytes,
-    "map<string,string>": Writer.string_map,
-    "string[]": Writer.string_list,
+_WRITERS: dict[str, Callable[[Writer, Any, str], Writer]] = {
+    "u8": Writer.write_u8,
+    "u16": Writer.write_u16,
+    "u32": Writer.write_u32,
+    "u64": Writer.write_u64,
+    "i64": Writer.write_i64,
+    "f64": Writer.write_f64,
+    "bool": Writer.write_bool,
+    "error_code": Writer.write_u8,
+    "string": Writer.write_string,
+    "optional<string>": Writer.write_optional_string,
+    "bytes": Writer.write_bytes,
+    "map<string,string>": Writer.write_string_map,
+    "string[]": Writer.write_string_list,
 }
 
 
@@ -323,7 +321,7 @@ def _read_fields(r: Reader, label: str, fields: tuple[Field, ...]) -> dict[str, 
     for f in fields:
         if f.type == "array":
             what = f"{label}.{f.name} count"
-            count = r.read_count(what) if f.count == "u32" else r.read_u16(what)
+            count = r.read_count(what) if f.count_type == "u32" else r.read_u16(what)
             out[f.name] = [_read_fields(r, label, f.items) for _ in range(count)]
         else:
             out[f.name] = _READERS[f.type](r, f"{label}.{f.name}")
@@ -341,7 +339,7 @@ def _write_fields(w: Writer, label: str, fields: tuple[Field, ...], values: Mapp
             what = f"{label}.{f.name}"
             if not isinstance(value, (list, tuple)):
                 raise fail.not_sequence(what, value)
-            w.count(len(value), what + " count", MAX_U32 if f.count == "u32" else MAX_U16)
+            w.write_count(len(value), what + " count", MAX_U32 if f.count_type == "u32" else MAX_U16)
             for item in value:
                 _write_fields(w, label, f.items, item)
         else:

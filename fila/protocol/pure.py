@@ -41,25 +41,25 @@ from .constants import (
 
 __all__ = [
     "IMPLEMENTATION",
-    "Message",
     "Frame",
     "FrameReader",
+    "Message",
     "Reader",
     "Writer",
-    "encode_frame",
-    "encode_enqueue",
-    "encode_ack",
-    "encode_nack",
-    "decode_delivery",
-    "decode_enqueue_result",
-    "decode_ack_result",
-    "decode_nack_result",
-    "decode_enqueue",
     "decode_ack",
+    "decode_ack_result",
+    "decode_delivery",
+    "decode_enqueue",
+    "decode_enqueue_result",
     "decode_nack",
-    "encode_delivery",
-    "encode_enqueue_result",
+    "decode_nack_result",
+    "encode_ack",
     "encode_ack_result",
+    "encode_delivery",
+    "encode_enqueue",
+    "encode_enqueue_result",
+    "encode_frame",
+    "encode_nack",
     "encode_nack_result",
 ]
 
@@ -99,16 +99,16 @@ class Message:
     """
 
     __slots__ = (
-        "_id",
-        "_queue",
-        "_headers",
-        "_payload",
-        "_fairness_key",
-        "_weight",
-        "_throttle_keys",
         "_attempt_count",
         "_enqueued_at",
+        "_fairness_key",
+        "_headers",
+        "_id",
         "_leased_at",
+        "_payload",
+        "_queue",
+        "_throttle_keys",
+        "_weight",
     )
 
     def __init__(
@@ -226,7 +226,7 @@ def _message_repr(msg: Any) -> str:
 class Frame:
     """One whole frame (continuations already joined). Immutable."""
 
-    __slots__ = ("_opcode", "_flags", "_request_id", "_payload")
+    __slots__ = ("_flags", "_opcode", "_payload", "_request_id")
 
     def __init__(self, opcode: int, flags: int, request_id: int, payload: bytes) -> None:
         self._opcode = opcode
@@ -301,12 +301,12 @@ class FrameReader:
 
     __slots__ = (
         "_buf",
+        "_failed",
         "_max_frame_size",
-        "_max_reassembled_size",
         "_max_pending_streams",
+        "_max_reassembled_size",
         "_reassemble",
         "_streams",
-        "_failed",
         "_want",
     )
 
@@ -431,9 +431,7 @@ def _check_request_id(request_id: object) -> int:
     return int(request_id)
 
 
-def _frame_parts(
-    opcode: int, request_id: int, size: int, parts: list[Any], max_frame_size: int
-) -> bytes:
+def _frame_parts(opcode: int, request_id: int, size: int, parts: list[Any], max_frame_size: int) -> bytes:
     """Join ``parts`` (``parts[0]`` reserved for the header) into wire bytes.
 
     ``size`` is the payload length. A payload over ``max_frame_size - 6``
@@ -454,9 +452,7 @@ def _split(opcode: int, request_id: int, body: bytes, chunk: int) -> bytes:
     for start in range(0, total, chunk):
         piece = view[start : start + chunk]
         last = start + chunk >= total
-        out.append(
-            _pack_header(len(piece) + HEADER_SIZE, opcode, 0 if last else FLAG_CONTINUATION, request_id)
-        )
+        out.append(_pack_header(len(piece) + HEADER_SIZE, opcode, 0 if last else FLAG_CONTINUATION, request_id))
         out.append(piece)
     return b"".join(out)
 
@@ -552,47 +548,47 @@ class Writer:
         self._size += st.size
         return self
 
-    def u8(self, value: int, what: str = "u8") -> Writer:
+    def write_u8(self, value: int, what: str = "u8") -> Writer:
         return self._int(_U8, value, what, 0xFF)
 
-    def u16(self, value: int, what: str = "u16") -> Writer:
+    def write_u16(self, value: int, what: str = "u16") -> Writer:
         return self._int(_U16, value, what, MAX_U16)
 
-    def u32(self, value: int, what: str = "u32") -> Writer:
+    def write_u32(self, value: int, what: str = "u32") -> Writer:
         return self._int(_U32, value, what, MAX_U32)
 
-    def u64(self, value: int, what: str = "u64") -> Writer:
+    def write_u64(self, value: int, what: str = "u64") -> Writer:
         return self._int(_U64, value, what, MAX_U64)
 
-    def i64(self, value: int, what: str = "i64") -> Writer:
+    def write_i64(self, value: int, what: str = "i64") -> Writer:
         if not isinstance(value, int) or not -(2**63) <= value < 2**63:
             raise _i64_error(what, value)
         self._parts.append(_I64.pack(value))
         self._size += 8
         return self
 
-    def f64(self, value: float, what: str = "f64") -> Writer:
+    def write_f64(self, value: float, what: str = "f64") -> Writer:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise _errors.EncodeError(f"{what} must be float, got {type(value).__name__}")
         self._parts.append(_F64.pack(value))
         self._size += 8
         return self
 
-    def bool(self, value: bool, what: str = "bool") -> Writer:
+    def write_bool(self, value: bool, what: str = "bool") -> Writer:
         if not isinstance(value, bool):
             raise _errors.EncodeError(f"{what} must be bool, got {type(value).__name__}")
         self._parts.append(b"\x01" if value else b"\x00")
         self._size += 1
         return self
 
-    def string(self, value: str, what: str = "string") -> Writer:
+    def write_string(self, value: str, what: str = "string") -> Writer:
         raw = _str_bytes(value, what)
         self._parts.append(_pack_u16(len(raw)))
         self._parts.append(raw)
         self._size += 2 + len(raw)
         return self
 
-    def optional_string(self, value: str | None, what: str = "optional string") -> Writer:
+    def write_optional_string(self, value: str | None, what: str = "optional string") -> Writer:
         if value is None:
             self._parts.append(b"\x00")
             self._size += 1
@@ -603,7 +599,7 @@ class Writer:
         self._size += 3 + len(raw)
         return self
 
-    def bytes(self, value: bytes | bytearray | memoryview, what: str = "bytes") -> Writer:
+    def write_bytes(self, value: bytes | bytearray | memoryview, what: str = "bytes") -> Writer:
         if not isinstance(value, _BYTES_LIKE):
             raise fail.not_bytes_like(what, value)
         size = value.nbytes if isinstance(value, memoryview) else len(value)
@@ -614,11 +610,11 @@ class Writer:
         self._size += 4 + size
         return self
 
-    def string_map(self, value: Mapping[str, str] | None, what: str = "map") -> Writer:
+    def write_string_map(self, value: Mapping[str, str] | None, what: str = "map") -> Writer:
         self._size += _map_parts(value, what, self._parts)
         return self
 
-    def string_list(self, value: Sequence[str], what: str = "string list") -> Writer:
+    def write_string_list(self, value: Sequence[str], what: str = "string list") -> Writer:
         if not isinstance(value, (list, tuple)):
             raise fail.not_sequence(what, value)
         if len(value) > MAX_U16:
@@ -626,14 +622,14 @@ class Writer:
         self._parts.append(_pack_u16(len(value)))
         self._size += 2
         for item in value:
-            self.string(item, what + " item")
+            self.write_string(item, what + " item")
         return self
 
-    def count(self, value: int, what: str, limit: int = MAX_U32) -> Writer:
+    def write_count(self, value: int, what: str, limit: int = MAX_U32) -> Writer:
         """An element count: u16 when ``limit`` is 65535, else u32."""
         if value > limit:
             raise fail.too_many_entries(what, value, limit)
-        return self.u16(value, what) if limit == MAX_U16 else self.u32(value, what)
+        return self.write_u16(value, what) if limit == MAX_U16 else self.write_u32(value, what)
 
     def payload(self) -> bytes:
         return b"".join(self._parts[1:])
@@ -662,7 +658,7 @@ class Reader:
     start of the payload.
     """
 
-    __slots__ = ("_buf", "_pos", "_end")
+    __slots__ = ("_buf", "_end", "_pos")
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self._buf = data if type(data) is bytes else bytes(data)
@@ -810,16 +806,12 @@ def _encode_pairs(
     return _frame_parts(opcode, request_id, size, parts, max_frame_size)
 
 
-def encode_ack(
-    request_id: int, items: Sequence[tuple[str, str]], max_frame_size: int = MAX_FRAME_SIZE
-) -> bytes:
+def encode_ack(request_id: int, items: Sequence[tuple[str, str]], max_frame_size: int = MAX_FRAME_SIZE) -> bytes:
     """Ack frame(s) for ``items``: ``(queue, message_id)`` each."""
     return _encode_pairs(Opcode.ACK, "Ack", request_id, items, 2, max_frame_size)
 
 
-def encode_nack(
-    request_id: int, items: Sequence[tuple[str, str, str]], max_frame_size: int = MAX_FRAME_SIZE
-) -> bytes:
+def encode_nack(request_id: int, items: Sequence[tuple[str, str, str]], max_frame_size: int = MAX_FRAME_SIZE) -> bytes:
     """Nack frame(s) for ``items``: ``(queue, message_id, error)`` each."""
     return _encode_pairs(Opcode.NACK, "Nack", request_id, items, 3, max_frame_size)
 
@@ -951,9 +943,7 @@ def decode_delivery(payload: bytes | bytearray | memoryview) -> list[Message]:
             raise fail.incomplete("Delivery.leased_at", pos, 8, end - pos)
         leased = _u64_at(buf, pos)[0]
         pos += 8
-        append(
-            Message(mid, queue, headers, body, fkey, weight, tuple(tkeys), attempts, enqueued, leased)
-        )
+        append(Message(mid, queue, headers, body, fkey, weight, tuple(tkeys), attempts, enqueued, leased))
     return out
 
 
@@ -1045,24 +1035,22 @@ def decode_nack(payload: bytes | bytearray | memoryview) -> list[tuple[str, str,
     ]
 
 
-def encode_delivery(
-    request_id: int, messages: Iterable[Any], max_frame_size: int = MAX_FRAME_SIZE
-) -> bytes:
+def encode_delivery(request_id: int, messages: Iterable[Any], max_frame_size: int = MAX_FRAME_SIZE) -> bytes:
     """Delivery frame(s) for ``messages`` (objects with the :class:`Message` fields)."""
     msgs = list(messages)
     w = Writer()
-    w.count(len(msgs), "Delivery.messages count")
+    w.write_count(len(msgs), "Delivery.messages count")
     for m in msgs:
-        w.string(m.id, "Delivery.message_id")
-        w.string(m.queue, "Delivery.queue")
-        w.string_map(m.headers, "Delivery.headers")
-        w.bytes(m.payload, "Delivery.payload")
-        w.string(m.fairness_key, "Delivery.fairness_key")
-        w.u32(m.weight, "Delivery.weight")
-        w.string_list(list(m.throttle_keys), "Delivery.throttle_keys")
-        w.u32(m.attempt_count, "Delivery.attempt_count")
-        w.u64(m.enqueued_at, "Delivery.enqueued_at")
-        w.u64(m.leased_at, "Delivery.leased_at")
+        w.write_string(m.id, "Delivery.message_id")
+        w.write_string(m.queue, "Delivery.queue")
+        w.write_string_map(m.headers, "Delivery.headers")
+        w.write_bytes(m.payload, "Delivery.payload")
+        w.write_string(m.fairness_key, "Delivery.fairness_key")
+        w.write_u32(m.weight, "Delivery.weight")
+        w.write_string_list(list(m.throttle_keys), "Delivery.throttle_keys")
+        w.write_u32(m.attempt_count, "Delivery.attempt_count")
+        w.write_u64(m.enqueued_at, "Delivery.enqueued_at")
+        w.write_u64(m.leased_at, "Delivery.leased_at")
     return w.frame(Opcode.DELIVERY, request_id, max_frame_size)
 
 
@@ -1071,18 +1059,18 @@ def encode_enqueue_result(
 ) -> bytes:
     """EnqueueResult frame: ``(error_code, message_id)`` per message."""
     w = Writer()
-    w.count(len(results), "EnqueueResult.results count")
+    w.write_count(len(results), "EnqueueResult.results count")
     for code, mid in results:
-        w.u8(code, "EnqueueResult.error_code")
-        w.string(mid, "EnqueueResult.message_id")
+        w.write_u8(code, "EnqueueResult.error_code")
+        w.write_string(mid, "EnqueueResult.message_id")
     return w.frame(Opcode.ENQUEUE_RESULT, request_id, max_frame_size)
 
 
 def _encode_codes(opcode: int, label: str, request_id: int, codes: Sequence[int], max_frame_size: int) -> bytes:
     w = Writer()
-    w.count(len(codes), label + ".results count")
+    w.write_count(len(codes), label + ".results count")
     for code in codes:
-        w.u8(code, label + ".error_code")
+        w.write_u8(code, label + ".error_code")
     return w.frame(opcode, request_id, max_frame_size)
 
 
