@@ -1,0 +1,346 @@
+"""The in-process FIBP broker: lifecycle, listener and convenience admin calls."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import ssl
+import threading
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ..protocol.constants import ErrorCode
+from .auth import PERMISSION_KINDS, AuthStore
+from .connection import Connection
+from .faults import Faults
+from .handlers import Handlers
+from .hooks import Hook
+from .scheduler import Scheduler
+from .tls import PemSource, server_context
+
+__all__ = ["Broker", "BrokerError"]
+
+log = logging.getLogger("fila")
+
+T = TypeVar("T")
+
+_CALL_TIMEOUT = 30.0
+
+
+class BrokerError(Exception):
+    """A convenience call on :class:`Broker` failed (the message says why)."""
+
+
+class Broker:
+    """A Fila broker double speaking FIBP over real TCP (optionally TLS/mTLS).
+
+    ``api_key`` turns auth on with that bootstrap (superadmin) key;
+    ``tls_cert``/``tls_key`` serve TLS and ``tls_ca`` additionally requires
+    client certificates signed by it (each a file path or PEM bytes);
+    ``node_id`` ≠ 0 simulates a cluster node in HandshakeOk and stats.
+    ``visibility_timeout_ms`` is the default lease time,
+    ``lease_check_interval`` the reclaim tick in seconds, ``quantum`` the DRR
+    quantum, ``delivery_batch_size`` the most messages per Delivery frame
+    (the server always sends 1) and ``delivery_buffer`` how many deliveries a
+    connection may hold unsent before its consumer counts as full.
+
+    Start it with ``start()``/``stop()`` or ``with Broker() as b:`` (the
+    event loop runs in a background thread), or ``async with Broker() as b:``
+    / ``await b.start_async()`` (it runs in the current loop).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        api_key: str | None = None,
+        tls_cert: PemSource | None = None,
+        tls_key: PemSource | None = None,
+        tls_ca: PemSource | None = None,
+        node_id: int = 0,
+        visibility_timeout_ms: int = 30_000,
+        lease_check_interval: float = 0.1,
+        quantum: int = 1000,
+        delivery_batch_size: int = 1,
+        delivery_buffer: int = 320,
+    ) -> None:
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if tls_ca is not None and tls_cert is None:
+            raise ValueError("tls_ca (mutual TLS) needs tls_cert and tls_key too")
+        if delivery_batch_size < 1:
+            raise ValueError(f"delivery_batch_size must be at least 1, got {delivery_batch_size}")
+        if delivery_buffer < 1:
+            raise ValueError(f"delivery_buffer must be at least 1, got {delivery_buffer}")
+        if visibility_timeout_ms < 1:
+            raise ValueError(f"visibility_timeout_ms must be at least 1, got {visibility_timeout_ms}")
+        if lease_check_interval <= 0:
+            raise ValueError(f"lease_check_interval must be positive, got {lease_check_interval}")
+        if not 0 <= node_id <= 0xFFFF_FFFF_FFFF_FFFF:
+            raise ValueError(f"node_id must fit in u64, got {node_id}")
+        self._host = host
+        self._port = port
+        self.node_id = node_id
+        self.lease_check_interval = lease_check_interval
+        self.delivery_batch_size = delivery_batch_size
+        self.delivery_buffer = delivery_buffer
+        self._ssl: ssl.SSLContext | None = (
+            server_context(tls_cert, tls_key, tls_ca) if tls_cert is not None and tls_key is not None else None
+        )
+        self.scheduler = Scheduler(quantum=quantum, visibility_timeout_ms=visibility_timeout_ms)
+        self.auth = AuthStore(api_key)
+        self.faults = Faults(self)
+        self.handlers = Handlers(self)
+        self.connections: set[Connection] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------ address
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one once started, also with ``port=0``)."""
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``"host:port"`` to point a client at."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{host}:{self._port}"
+
+    @property
+    def tls(self) -> bool:
+        return self._ssl is not None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<fila.testing.Broker {self.address} {state}{' tls' if self.tls else ''}>"
+
+    # ---------------------------------------------------------- lifecycle
+
+    async def start_async(self) -> Broker:
+        """Listen on the current event loop."""
+        if self._server is not None:
+            raise RuntimeError("broker already started")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._server = await loop.create_server(
+            lambda: Connection(self),
+            self._host,
+            self._port,
+            ssl=self._ssl,
+            ssl_handshake_timeout=10.0 if self._ssl is not None else None,
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        self._tick_handle = loop.call_later(self.lease_check_interval, self._tick)
+        log.debug("fila.testing: broker listening on %s", self.address)
+        return self
+
+    async def stop_async(self) -> None:
+        """Stop listening and abort every connection (no frame is sent)."""
+        server = self._server
+        if server is None:
+            return
+        self._server = None
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        server.close()
+        self.abort_connections()
+        await server.wait_closed()
+        self._loop = None
+        self._loop_thread = None
+
+    def start(self) -> Broker:
+        """Start in a background thread running its own event loop."""
+        if self._thread is not None or self._server is not None:
+            raise RuntimeError("broker already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(self.start_async())
+            except BaseException as exc:
+                failure.append(exc)
+                loop.close()
+                ready.set()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        thread = threading.Thread(target=run, name=f"fila-testing-broker-{id(self):x}", daemon=True)
+        self._thread = thread
+        thread.start()
+        ready.wait()
+        if failure:
+            self._thread = None
+            thread.join()
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop a broker started with :meth:`start` (idempotent)."""
+        thread, loop = self._thread, self._loop
+        if thread is None:
+            return
+        self._thread = None
+        if loop is not None and loop.is_running():
+            fut = asyncio.run_coroutine_threadsafe(self.stop_async(), loop)
+            try:
+                fut.result(_CALL_TIMEOUT)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+        thread.join(_CALL_TIMEOUT)
+
+    def __enter__(self) -> Broker:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Broker:
+        return await self.start_async()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop_async()
+
+    # ------------------------------------------------------- loop helpers
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the broker's loop (directly when already there) and return its result."""
+        loop = self._loop
+        if loop is None or self._loop_thread == threading.get_ident() or not loop.is_running():
+            return fn()
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return fut.result(_CALL_TIMEOUT)
+
+    def _tick(self) -> None:
+        self._tick_handle = None
+        try:
+            self.scheduler.tick()
+        except Exception:  # never let a bug stop the lease clock
+            log.exception("fila.testing: scheduler tick failed")
+        if self._server is not None and self._loop is not None:
+            self._tick_handle = self._loop.call_later(self.lease_check_interval, self._tick)
+
+    def abort_connections(self) -> int:
+        conns = list(self.connections)
+        for conn in conns:
+            conn.abort()
+        return len(conns)
+
+    def apply_reading(self) -> None:
+        for conn in list(self.connections):
+            conn.apply_reading()
+
+    @property
+    def connection_count(self) -> int:
+        """Open client connections."""
+        return len(self.connections)
+
+    # ------------------------------------------- convenience admin calls
+
+    def create_queue(
+        self,
+        name: str,
+        *,
+        on_enqueue: str | Hook | None = None,
+        on_failure: str | Hook | None = None,
+        visibility_timeout_ms: int = 0,
+    ) -> None:
+        """Create a queue (and ``<name>.dlq``) directly; hooks may be Lua source or Python callables.
+
+        Raises :class:`BrokerError` if it exists or a script does not compile.
+        """
+        code, text = self.call(lambda: self.scheduler.create_queue(name, on_enqueue, on_failure, visibility_timeout_ms))
+        if code != ErrorCode.OK:
+            raise BrokerError(f"cannot create queue {name!r}: {ErrorCode(code).name}: {text}")
+
+    def delete_queue(self, name: str) -> bool:
+        """Delete a queue and its DLQ; False if it did not exist."""
+        return self.call(lambda: self.scheduler.delete_queue(name)) == ErrorCode.OK
+
+    def set_config(self, key: str, value: str) -> None:
+        """Set a runtime config value (``throttle.<key>`` = ``"rate,burst"`` makes a bucket)."""
+        code = self.call(lambda: self.scheduler.set_config(key, value))
+        if code != ErrorCode.OK:
+            raise BrokerError(f"invalid config value for {key!r}: {value!r}")
+
+    def get_config(self, key: str) -> str:
+        return self.call(lambda: self.scheduler.config.get(key, ""))
+
+    def stats(self, queue: str) -> dict[str, Any] | None:
+        """GetStats fields of ``queue`` as a dict, or None when it does not exist."""
+        return self.call(lambda: self.scheduler.stats(queue))
+
+    def queue_names(self) -> list[str]:
+        return self.call(lambda: [q["name"] for q in self.scheduler.list_queues()])
+
+    def create_api_key(
+        self,
+        name: str = "test",
+        *,
+        is_superadmin: bool = False,
+        expires_at_ms: int = 0,
+        permissions: Iterable[tuple[str, str]] = (),
+    ) -> tuple[str, str]:
+        """Store an API key with ``permissions`` (``(kind, pattern)`` pairs); returns ``(key_id, token)``."""
+        perms = [(str(k), str(p)) for k, p in permissions]
+        for kind, _ in perms:
+            if kind not in PERMISSION_KINDS:
+                raise ValueError(f"permission kind must be produce, consume or admin, got {kind!r}")
+
+        def create() -> tuple[str, str]:
+            key, token = self.auth.create(name, expires_at_ms, is_superadmin)
+            key.permissions = perms
+            return key.key_id, token
+
+        return self.call(create)
+
+    def set_acl(self, key_id: str, permissions: Iterable[tuple[str, str]]) -> None:
+        """Replace a stored key's permissions."""
+        perms = [(str(k), str(p)) for k, p in permissions]
+
+        def apply() -> None:
+            key = self.auth.keys.get(key_id)
+            if key is None:
+                raise BrokerError(f"no API key {key_id!r}")
+            key.permissions = perms
+
+        self.call(apply)
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        return self.call(lambda: self.auth.revoke(key_id))

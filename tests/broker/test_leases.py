@@ -1,0 +1,67 @@
+"""SERVER.md §7.4–§7.7: leases, visibility timeout and redelivery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fila.testing import Broker
+
+from .conftest import Wire, wait_until
+
+
+def test_expired_lease_is_redelivered_with_attempt_plus_one(wire: Wire) -> None:
+    wire.create_queue("q", visibility_timeout_ms=150)
+    wire.consume("q")
+    mid = wire.enqueue("q")
+    assert wire.delivery()["attempt_count"] == 0
+    m = wire.delivery(timeout=5)  # never acked: comes back after the timeout
+    assert (m["message_id"], m["attempt_count"]) == (mid, 1)
+    assert wire.ack("q", mid) == [0]
+
+
+def test_lease_starts_at_delivery_even_if_unread(connect: Callable[..., Wire]) -> None:
+    consumer, admin = connect(), connect()
+    admin.create_queue("q")
+    consumer.consume("q")
+    admin.enqueue("q")
+    wait_until(lambda: admin.stats("q")["in_flight"] == 1, what="the lease")
+    assert admin.stats("q")["depth"] == 1
+
+
+def test_leases_survive_disconnect_until_they_expire(connect: Callable[..., Wire]) -> None:
+    first, admin = connect(), connect()
+    admin.create_queue("q", visibility_timeout_ms=300)
+    first.consume("q")
+    mid = admin.enqueue("q")
+    first.delivery()
+    first.send_msg("Disconnect", 0)
+    first.assert_closed()
+    wait_until(lambda: admin.stats("q")["active_consumers"] == 0, what="unregister")
+    assert admin.stats("q")["in_flight"] == 1  # not requeued on disconnect
+    second = connect()
+    second.consume("q")
+    m = second.delivery(timeout=5)
+    assert (m["message_id"], m["attempt_count"]) == (mid, 1)
+
+
+def test_cancel_leaves_the_lease_in_place(wire: Wire) -> None:
+    wire.create_queue("q", visibility_timeout_ms=60_000)
+    rid = wire.consume("q")
+    mid = wire.enqueue("q")
+    wire.delivery()
+    wire.send_msg("CancelConsume", rid)
+    assert wire.stats("q")["in_flight"] == 1
+    assert wire.ack("q", mid) == [0]
+
+
+def test_default_visibility_timeout_is_broker_wide(fila_broker_factory: Callable[..., Broker]) -> None:
+    b = fila_broker_factory(visibility_timeout_ms=100, lease_check_interval=0.02)
+    w = Wire(b)
+    try:
+        w.create_queue("q")
+        w.consume("q")
+        w.enqueue("q")
+        w.delivery()
+        assert w.delivery(timeout=5)["attempt_count"] == 1
+    finally:
+        w.close()
