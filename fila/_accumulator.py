@@ -1,0 +1,357 @@
+"""Client-side batching of enqueues into Enqueue frames.
+
+Three modes:
+
+* :attr:`AccumulatorMode.AUTO` (default): a message goes out at once when no
+  batch is in flight; whatever is submitted while one is in flight goes out
+  together in the next frame when the answer arrives. No timer, no tuning:
+  the batch size follows the round-trip time.
+* :class:`Linger`: wait up to ``linger_ms`` for ``max_messages`` to gather,
+  then send (several batches may be in flight).
+* :attr:`AccumulatorMode.DISABLED`: one frame per message.
+
+Whatever the mode, a frame never exceeds the negotiated frame size: a batch
+is cut by bytes (see :func:`encode_batches`), and a single message larger
+than a frame goes alone, as continuation frames.
+
+The engines here only decide *when* to send; the client's ``send`` callback
+encodes, writes and later resolves the futures, and must call
+:meth:`done` exactly once per ``send`` call, whatever happens.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import ClientClosedError
+
+__all__ = [
+    "AccumulatorMode",
+    "AsyncAccumulator",
+    "Linger",
+    "SyncAccumulator",
+    "encode_batches",
+]
+
+#: Most messages put in one Enqueue frame (the server refuses counts above 1,000,000).
+MAX_BATCH_MESSAGES = 50_000
+#: Payload bytes gathered before a batch is sent regardless of the mode.
+_SEAL_BYTES = 4 * 1024 * 1024
+
+
+class AccumulatorMode(enum.Enum):
+    """How enqueues are batched (see the module docs)."""
+
+    AUTO = "auto"
+    DISABLED = "disabled"
+
+
+class Linger:
+    """Batch for up to ``linger_ms`` milliseconds or ``max_messages`` messages, whichever comes first."""
+
+    __slots__ = ("linger_ms", "max_messages")
+
+    def __init__(self, linger_ms: float, max_messages: int = 1000) -> None:
+        if not (isinstance(linger_ms, (int, float)) and linger_ms >= 0):
+            raise ValueError(f"linger_ms must be a number >= 0, got {linger_ms!r}")
+        if not (isinstance(max_messages, int) and 0 < max_messages <= MAX_BATCH_MESSAGES):
+            raise ValueError(f"max_messages must be an int in 1..{MAX_BATCH_MESSAGES}, got {max_messages!r}")
+        self.linger_ms = linger_ms
+        self.max_messages = max_messages
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Linger):
+            return NotImplemented
+        return (self.linger_ms, self.max_messages) == (other.linger_ms, other.max_messages)
+
+    def __hash__(self) -> int:
+        return hash((Linger, self.linger_ms, self.max_messages))
+
+    def __repr__(self) -> str:
+        return f"Linger(linger_ms={self.linger_ms!r}, max_messages={self.max_messages!r})"
+
+
+Mode = AccumulatorMode | Linger
+
+
+def check_mode(mode: object) -> Mode:
+    if isinstance(mode, (AccumulatorMode, Linger)):
+        return mode
+    raise TypeError(f"accumulator must be AccumulatorMode.AUTO, AccumulatorMode.DISABLED or Linger(...), got {mode!r}")
+
+
+def item_size(item: tuple[str, Any, Any]) -> int:
+    """Roughly the wire size of one Enqueue item (never much below it)."""
+    queue, headers, payload = item
+    n = len(payload) + 3 * len(queue) + 8
+    if headers:
+        for k, v in headers.items():
+            n += 3 * (len(k) + len(v)) + 4
+    return n
+
+
+def encode_batches(
+    encode: Callable[[int, Sequence[Any], int], bytes],
+    items: Sequence[Any],
+    max_frame_size: int,
+    next_id: Callable[[], int],
+    size_hint: int = -1,
+    size_of: Callable[[Any], int] = item_size,
+) -> list[tuple[int, bytes, int, int]]:
+    """Encode ``items`` as frames of at most ``max_frame_size``: ``(request_id, data, start, end)`` each.
+
+    ``size_hint`` (total payload bytes, if the caller tracked it) skips the
+    per-item size pass in the common case of a batch far below the limit. The
+    encoded length is checked anyway; a batch that still came out as
+    continuation frames is halved until it fits (a lone item may use
+    continuations: that is how messages above the frame size travel).
+    """
+    out: list[tuple[int, bytes, int, int]] = []
+    n = len(items)
+    limit = max_frame_size - 64
+    if 0 <= size_hint and size_hint + 64 * n < limit // 2:
+        ranges = [(0, n)]
+    else:
+        ranges = []
+        start = 0
+        acc = 0
+        for i in range(n):
+            s = size_of(items[i])
+            if acc + s > limit and i > start:
+                ranges.append((start, i))
+                start = i
+                acc = 0
+            acc += s
+        ranges.append((start, n))
+    one_frame = max_frame_size + 4
+    while ranges:
+        start, end = ranges.pop(0)
+        chunk = items if (start == 0 and end == n) else items[start:end]
+        rid = next_id()
+        data = encode(rid, chunk, max_frame_size)
+        if len(data) > one_frame and end - start > 1:
+            mid = (start + end) // 2
+            ranges[0:0] = [(start, mid), (mid, end)]
+            continue
+        out.append((rid, data, start, end))
+    return out
+
+
+SendFn = Callable[[list[Any], list[Any], int], None]
+
+
+class SyncAccumulator:
+    """The batching engine of :class:`~fila.Client` (thread-safe)."""
+
+    __slots__ = (
+        "_auto",
+        "_bytes",
+        "_call_later",
+        "_closed",
+        "_futs",
+        "_gen",
+        "_idle",
+        "_items",
+        "_linger",
+        "_lock",
+        "_max",
+        "_outstanding",
+        "_send",
+        "mode",
+    )
+
+    def __init__(self, mode: Mode, send: SendFn, call_later: Callable[[float, Callable[[], None]], None]) -> None:
+        self.mode = mode
+        self._send = send
+        self._call_later = call_later
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._items: list[Any] = []
+        self._futs: list[Any] = []
+        self._bytes = 0
+        self._outstanding = 0
+        self._closed = False
+        self._gen = 0
+        self._auto = mode is AccumulatorMode.AUTO
+        if isinstance(mode, Linger):
+            self._linger: float | None = mode.linger_ms / 1000.0
+            self._max = mode.max_messages
+        else:
+            self._linger = None
+            self._max = 1 if mode is AccumulatorMode.DISABLED else MAX_BATCH_MESSAGES
+
+    def submit(self, item: Any, fut: Any, nbytes: int) -> None:
+        """Queue one codec item (``(queue, headers, payload)`` for Enqueue) with its future (or None)."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._closed:
+                raise ClientClosedError("the client is closed")
+            items = self._items
+            items.append(item)
+            self._futs.append(fut)
+            self._bytes += nbytes
+            if len(items) < self._max and self._bytes < _SEAL_BYTES:
+                if self._auto:
+                    if self._outstanding:
+                        return
+                elif len(items) == 1:
+                    self._call_later(self._linger or 0.0, self._timer(self._gen))
+                    return
+                else:
+                    return
+            items, futs, size = self._take()
+        finally:
+            lock.release()
+        self._send(items, futs, size)
+
+    def _take(self) -> tuple[list[Any], list[Any], int]:
+        items, futs, size = self._items, self._futs, self._bytes
+        self._items = []
+        self._futs = []
+        self._bytes = 0
+        self._gen += 1
+        self._outstanding += 1
+        return items, futs, size
+
+    def _timer(self, gen: int) -> Callable[[], None]:
+        def fire() -> None:
+            with self._lock:
+                if gen != self._gen or not self._items:
+                    return
+                items, futs, size = self._take()
+            self._send(items, futs, size)
+
+        return fire
+
+    def done(self) -> None:
+        """One ``send`` finished (answered or failed); in AUTO mode, send what gathered meanwhile."""
+        with self._lock:
+            self._outstanding -= 1
+            if not (self._items and (self._auto or self._closed)) or self._outstanding:
+                if not self._outstanding and not self._items:
+                    self._idle.notify_all()
+                return
+            items, futs, size = self._take()
+        self._send(items, futs, size)
+
+    def flush(self) -> None:
+        """Send whatever is queued now."""
+        with self._lock:
+            if not self._items or (self._auto and self._outstanding):
+                return
+            items, futs, size = self._take()
+        self._send(items, futs, size)
+
+    def drain(self, timeout: float) -> bool:
+        """Send what is queued and wait up to ``timeout`` for every answer; True when all came."""
+        self.flush()
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._outstanding and not self._items, timeout)
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new items, then :meth:`drain`."""
+        with self._lock:
+            self._closed = True
+        return self.drain(timeout)
+
+
+class AsyncAccumulator:
+    """The batching engine of :class:`~fila.AsyncClient` (event-loop thread only)."""
+
+    __slots__ = (
+        "_auto",
+        "_bytes",
+        "_call_later",
+        "_closed",
+        "_futs",
+        "_gen",
+        "_idle_waiters",
+        "_items",
+        "_linger",
+        "_max",
+        "_outstanding",
+        "_send",
+        "mode",
+    )
+
+    def __init__(self, mode: Mode, send: SendFn, call_later: Callable[[float, Callable[[], None]], Any]) -> None:
+        self.mode = mode
+        self._send = send
+        self._call_later = call_later
+        self._items: list[Any] = []
+        self._futs: list[Any] = []
+        self._bytes = 0
+        self._outstanding = 0
+        self._closed = False
+        self._gen = 0
+        self._idle_waiters: list[Any] = []
+        self._auto = mode is AccumulatorMode.AUTO
+        if isinstance(mode, Linger):
+            self._linger: float | None = mode.linger_ms / 1000.0
+            self._max = mode.max_messages
+        else:
+            self._linger = None
+            self._max = 1 if mode is AccumulatorMode.DISABLED else MAX_BATCH_MESSAGES
+
+    def submit(self, item: Any, fut: Any, nbytes: int) -> None:
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        items = self._items
+        items.append(item)
+        self._futs.append(fut)
+        self._bytes += nbytes
+        if len(items) < self._max and self._bytes < _SEAL_BYTES:
+            if self._auto:
+                if self._outstanding:
+                    return
+            elif len(items) == 1:
+                self._call_later(self._linger or 0.0, self._timer(self._gen))
+                return
+            else:
+                return
+        self._send(*self._take())
+
+    def _take(self) -> tuple[list[Any], list[Any], int]:
+        items, futs, size = self._items, self._futs, self._bytes
+        self._items = []
+        self._futs = []
+        self._bytes = 0
+        self._gen += 1
+        self._outstanding += 1
+        return items, futs, size
+
+    def _timer(self, gen: int) -> Callable[[], None]:
+        def fire() -> None:
+            if gen == self._gen and self._items:
+                self._send(*self._take())
+
+        return fire
+
+    def done(self) -> None:
+        self._outstanding -= 1
+        if self._items and (self._auto or self._closed) and not self._outstanding:
+            self._send(*self._take())
+        elif not self._outstanding and not self._items:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    def flush(self) -> None:
+        if self._items and not (self._auto and self._outstanding):
+            self._send(*self._take())
+
+    def close(self) -> None:
+        self._closed = True
+        self.flush()
+
+    @property
+    def idle(self) -> bool:
+        return not self._outstanding and not self._items
+
+    def add_idle_waiter(self, fut: Any) -> None:
+        self._idle_waiters.append(fut)
