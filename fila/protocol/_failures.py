@@ -112,6 +112,13 @@ def bad_max_frame_size(value: object) -> _errors.EncodeError:
     )
 
 
+def decode_needs_reassembly() -> _errors.EncodeError:
+    return _errors.EncodeError(
+        "decode_deliveries=True needs reassemble=True (a Delivery body can only be "
+        "decoded once its continuation frames are joined)"
+    )
+
+
 def reader_failed(cause: BaseException) -> _errors.DecodeError:
     return _errors.DecodeError(
         f"frame reader stopped after an earlier error ({cause}); the connection must be closed",

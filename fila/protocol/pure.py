@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from struct import Struct
+from struct import error as StructError
 from typing import Any
 
 from .. import errors as _errors
@@ -75,6 +76,8 @@ _u16_at = _U16.unpack_from
 _u32_at = _U32.unpack_from
 _u64_at = _U64.unpack_from
 _header_at = _HEADER.unpack_from
+_weight_count_at = Struct(">IH").unpack_from  # Delivery: weight, throttle_keys count
+_tail_at = Struct(">IQQ").unpack_from  # Delivery: attempt_count, enqueued_at, leased_at
 _pack_u16 = _U16.pack
 _pack_u32 = _U32.pack
 _pack_u64 = _U64.pack
@@ -82,6 +85,8 @@ _pack_header = _HEADER.pack
 _KNOWN_CODES = frozenset(range(0x11)) | {0xFF}
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _EMPTY_MAP = b"\x00\x00"
+_SMALL_U16 = tuple(_pack_u16(i) for i in range(16))
+_DELIVERY = int(Opcode.DELIVERY)
 
 
 def _code(byte: int) -> int:
@@ -224,15 +229,27 @@ def _message_repr(msg: Any) -> str:
 
 
 class Frame:
-    """One whole frame (continuations already joined). Immutable."""
+    """One whole frame (continuations already joined). Immutable.
 
-    __slots__ = ("_flags", "_opcode", "_payload", "_request_id")
+    ``messages`` holds the decoded messages of a Delivery frame when the
+    reader was made with ``decode_deliveries=True``; otherwise None.
+    """
 
-    def __init__(self, opcode: int, flags: int, request_id: int, payload: bytes) -> None:
+    __slots__ = ("_flags", "_messages", "_opcode", "_payload", "_request_id")
+
+    def __init__(
+        self,
+        opcode: int,
+        flags: int,
+        request_id: int,
+        payload: bytes,
+        messages: list[Message] | None = None,
+    ) -> None:
         self._opcode = opcode
         self._flags = flags
         self._request_id = request_id
         self._payload = payload
+        self._messages = messages
 
     @property
     def opcode(self) -> int:
@@ -249,6 +266,10 @@ class Frame:
     @property
     def payload(self) -> bytes:
         return self._payload
+
+    @property
+    def messages(self) -> list[Message] | None:
+        return self._messages
 
     def __eq__(self, other: object) -> bool:
         if type(other).__name__ != "Frame" or not hasattr(other, "request_id"):
@@ -294,13 +315,17 @@ class FrameReader:
 
     ``feed`` takes bytes as ``recv`` returns them and returns the frames that
     are now whole. Continuation frames are joined per request id (unless
-    ``reassemble=False``); a joined frame is returned with flags 0. A
-    malformed stream raises :class:`~fila.errors.DecodeError`; the reader is
-    then unusable (close the connection) and says so on the next ``feed``.
+    ``reassemble=False``); a joined frame is returned with flags 0. With
+    ``decode_deliveries=True`` every Delivery frame comes out with its
+    messages already decoded in ``frame.messages``. A malformed stream (or
+    Delivery body, when decoding) raises :class:`~fila.errors.DecodeError`;
+    the reader is then unusable (close the connection) and says so on the
+    next ``feed``.
     """
 
     __slots__ = (
         "_buf",
+        "_decode",
         "_failed",
         "_max_frame_size",
         "_max_pending_streams",
@@ -317,15 +342,19 @@ class FrameReader:
         max_reassembled_size: int = DEFAULT_MAX_REASSEMBLED_SIZE,
         max_pending_streams: int = DEFAULT_MAX_PENDING_STREAMS,
         reassemble: bool = True,
+        decode_deliveries: bool = False,
     ) -> None:
         self._max_frame_size = _check_max_frame_size(max_frame_size)
         if type(max_reassembled_size) is not int or max_reassembled_size < 0:
             raise fail.bad_int("max_reassembled_size", max_reassembled_size, MAX_U64)
         if type(max_pending_streams) is not int or max_pending_streams < 0:
             raise fail.bad_int("max_pending_streams", max_pending_streams, MAX_U32)
+        self._reassemble = bool(reassemble)
+        self._decode = bool(decode_deliveries)
+        if self._decode and not self._reassemble:
+            raise fail.decode_needs_reassembly()
         self._max_reassembled_size = max_reassembled_size
         self._max_pending_streams = max_pending_streams
-        self._reassemble = bool(reassemble)
         self._buf = bytearray()
         # request_id -> [opcode, list of payload chunks, total size]
         self._streams: dict[int, list[Any]] = {}
@@ -384,10 +413,13 @@ class FrameReader:
                 pos += 4 + length
                 if self._reassemble and (flags & FLAG_CONTINUATION or self._streams):
                     frame = self._join(opcode, flags, request_id, work[start:pos])
-                    if frame is not None:
-                        out.append(frame)
+                    if frame is None:
+                        continue
                 else:
-                    out.append(Frame(opcode, flags, request_id, work[start:pos]))
+                    frame = Frame(opcode, flags, request_id, work[start:pos])
+                if self._decode and opcode == _DELIVERY:
+                    frame._messages = decode_delivery(frame._payload)
+                out.append(frame)
         except _errors.DecodeError as exc:
             self._failed = exc
             self._streams.clear()
@@ -746,6 +778,17 @@ class Reader:
 # ---------------------------------------------------------- hot path: client side
 
 
+def _prefixed(value: object, what: str) -> bytes:
+    """A string field as wire bytes (u16 length + UTF-8), validated."""
+    raw = _str_bytes(value, what)
+    return _pack_u16(len(raw)) + raw
+
+
+def _index_of(items: Sequence[Any], item: object) -> int:
+    """Position of ``item`` (by identity) in ``items``, for an error message."""
+    return next(i for i, x in enumerate(items) if x is item)
+
+
 def encode_enqueue(
     request_id: int,
     messages: Sequence[tuple[str, Mapping[str, str] | None, bytes]],
@@ -757,19 +800,54 @@ def encode_enqueue(
     parts: list[Any] = [b"", _pack_u32(len(messages))]
     size = 4
     append = parts.append
-    for index, item in enumerate(messages):
-        if type(item) is not tuple or len(item) != 3:
-            _item(item, "Enqueue.messages", index, 3)
-        queue, headers, payload = item
-        q = _str_bytes(queue, "Enqueue.queue")
-        append(_pack_u16(len(q)))
+    # str -> its wire bytes, for this call: queues and header keys repeat.
+    strings: dict[str, bytes] = {}
+    lookup = strings.get
+    lengths: dict[int, bytes] = {}  # payload size -> its u32 prefix
+    for item in messages:
+        try:
+            if type(item) is not tuple:
+                raise ValueError
+            queue, headers, payload = item
+        except ValueError:
+            queue, headers, payload = _item(item, "Enqueue.messages", _index_of(messages, item), 3)
+        try:
+            q = lookup(queue)
+        except TypeError:  # unhashable, so not a str
+            q = None
+        if q is None:
+            q = strings[queue] = _prefixed(queue, "Enqueue.queue")
         append(q)
-        size += 2 + len(q)
         if headers:
-            size += _map_parts(headers, "Enqueue.headers", parts)
+            if type(headers) is dict:
+                count = len(headers)
+                if count < 16:
+                    append(_SMALL_U16[count])
+                elif count <= MAX_U16:
+                    append(_pack_u16(count))
+                else:
+                    raise fail.too_many_entries("Enqueue.headers", count, MAX_U16)
+                try:
+                    for key, value in headers.items():
+                        k = lookup(key)
+                        if k is None:
+                            k = strings[key] = _prefixed(key, "Enqueue.headers key")
+                        v = lookup(value)
+                        if v is None:
+                            if type(value) is str and value.isascii() and len(value) <= MAX_U16:
+                                v = strings[value] = _pack_u16(len(value)) + value.encode()
+                            else:
+                                v = strings[value] = _prefixed(value, "Enqueue.headers value")
+                        append(k)
+                        append(v)
+                        size += len(k) + len(v)
+                except TypeError:  # an unhashable value: not a str; say which
+                    _map_parts(headers, "Enqueue.headers", [])
+                    raise
+            else:
+                size += _map_parts(headers, "Enqueue.headers", parts) - 2
         elif headers is None or isinstance(headers, Mapping):
             append(_EMPTY_MAP)
-            size += 2
         else:
             raise fail.not_mapping("Enqueue.headers", headers)
         if type(payload) is bytes:
@@ -778,11 +856,14 @@ def encode_enqueue(
             n = payload.nbytes if isinstance(payload, memoryview) else len(payload)
         else:
             raise fail.not_bytes_like("Enqueue.payload", payload)
-        if n > MAX_U32:
-            raise fail.bytes_too_long("Enqueue.payload", n)
-        append(_pack_u32(n))
+        prefix = lengths.get(n)
+        if prefix is None:
+            if n > MAX_U32:
+                raise fail.bytes_too_long("Enqueue.payload", n)
+            prefix = lengths[n] = _pack_u32(n)
+        append(prefix)
         append(payload)
-        size += 4 + n
+        size += len(q) + 6 + n  # queue, map count, payload length and bytes
     return _frame_parts(Opcode.ENQUEUE, request_id, size, parts, max_frame_size)
 
 
@@ -823,6 +904,69 @@ def _as_bytes(payload: bytes | bytearray | memoryview) -> bytes:
 def decode_delivery(payload: bytes | bytearray | memoryview) -> list[Message]:
     """Every message of a Delivery payload (any count)."""
     buf = _as_bytes(payload)
+    try:
+        out = _delivery_unchecked(buf)
+    except (IndexError, StructError, UnicodeDecodeError):
+        out = None
+    if out is None:
+        out = _delivery_checked(buf)  # malformed: find the exact failure
+    return out
+
+
+def _delivery_unchecked(buf: bytes) -> list[Message] | None:
+    """The fast path: no bounds check per field. A read past the end either
+    raises (index, struct) or leaves ``pos`` beyond the end; both mean "None,
+    go the checked way", which names the exact field and offset."""
+    count = _u32_at(buf, 0)[0]
+    if count > MAX_DECODED_COUNT:
+        return None
+    pos = 4
+    out: list[Message] = []
+    append = out.append
+    for _ in range(count):
+        n = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+        mid = buf[pos + 2 : n].decode()
+        pos = n
+        n = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+        queue = buf[pos + 2 : n].decode()
+        pos = n
+        nh = (buf[pos] << 8) | buf[pos + 1]
+        pos += 2
+        headers: dict[str, str] = {}
+        for _h in range(nh):
+            n = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+            key = buf[pos + 2 : n].decode()
+            pos = n
+            n = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+            headers[key] = buf[pos + 2 : n].decode()
+            pos = n
+        n = _u32_at(buf, pos)[0]
+        pos += 4
+        body = buf[pos : pos + n]
+        pos += n
+        n = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+        fkey = buf[pos + 2 : n].decode()
+        pos = n
+        weight, nt = _weight_count_at(buf, pos)
+        pos += 6
+        if nt:
+            tkeys = []
+            for _t in range(nt):
+                n = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+                tkeys.append(buf[pos + 2 : n].decode())
+                pos = n
+            throttle_keys: tuple[str, ...] = tuple(tkeys)
+        else:
+            throttle_keys = ()
+        attempts, enqueued, leased = _tail_at(buf, pos)
+        pos += 20
+        append(Message(mid, queue, headers, body, fkey, weight, throttle_keys, attempts, enqueued, leased))
+    if pos > len(buf):
+        return None
+    return out
+
+
+def _delivery_checked(buf: bytes) -> list[Message]:
     end = len(buf)
     if end < 4:
         raise fail.incomplete("Delivery.messages count", 0, 4, end)
@@ -907,16 +1051,14 @@ def decode_delivery(payload: bytes | bytearray | memoryview) -> list[Message]:
         except UnicodeDecodeError:
             raise fail.invalid_utf8("Delivery.fairness_key", pos) from None
         pos += n
-        # weight
-        if end - pos < 4:
-            raise fail.incomplete("Delivery.weight", pos, 4, end - pos)
-        weight = _u32_at(buf, pos)[0]
-        pos += 4
-        # throttle_keys
-        if end - pos < 2:
-            raise fail.incomplete("Delivery.throttle_keys count", pos, 2, end - pos)
-        nt = (buf[pos] << 8) | buf[pos + 1]
-        pos += 2
+        # weight, throttle_keys count
+        if end - pos >= 6:
+            weight, nt = _weight_count_at(buf, pos)
+            pos += 6
+        else:
+            if end - pos < 4:
+                raise fail.incomplete("Delivery.weight", pos, 4, end - pos)
+            raise fail.incomplete("Delivery.throttle_keys count", pos + 4, 2, end - pos - 4)
         tkeys: list[str] = []
         for _t in range(nt):
             if end - pos < 2:
@@ -931,18 +1073,15 @@ def decode_delivery(payload: bytes | bytearray | memoryview) -> list[Message]:
                 raise fail.invalid_utf8("Delivery.throttle_keys item", pos) from None
             pos += n
         # attempt_count, enqueued_at, leased_at
-        if end - pos < 4:
+        if end - pos >= 20:
+            attempts, enqueued, leased = _tail_at(buf, pos)
+            pos += 20
+        elif end - pos < 4:
             raise fail.incomplete("Delivery.attempt_count", pos, 4, end - pos)
-        attempts = _u32_at(buf, pos)[0]
-        pos += 4
-        if end - pos < 8:
-            raise fail.incomplete("Delivery.enqueued_at", pos, 8, end - pos)
-        enqueued = _u64_at(buf, pos)[0]
-        pos += 8
-        if end - pos < 8:
-            raise fail.incomplete("Delivery.leased_at", pos, 8, end - pos)
-        leased = _u64_at(buf, pos)[0]
-        pos += 8
+        elif end - pos < 12:
+            raise fail.incomplete("Delivery.enqueued_at", pos + 4, 8, end - pos - 4)
+        else:
+            raise fail.incomplete("Delivery.leased_at", pos + 12, 8, end - pos - 12)
         append(Message(mid, queue, headers, body, fkey, weight, tuple(tkeys), attempts, enqueued, leased))
     return out
 

@@ -1,0 +1,1338 @@
+# cython: language_level=3, freethreading_compatible=True, embedsignature=True
+"""The Cython twin of the FIBP hot path (see :mod:`fila.protocol.pure`, the reference).
+
+Same names, signatures, return values, exception types and messages as the
+pure twin; every failure is built by :mod:`fila.protocol._failures`. Reads go
+through a ``{buf, len, pos}`` reader with a bounds check before each load;
+big-endian integers are loaded with ``memcpy`` and a byte swap; strings are
+decoded strictly straight from the input buffer. Encoders size the frame
+first, allocate one ``bytes`` and write through its pointer.
+
+No module-level mutable state: repeated strings are reused through a small
+cache that lives on the stack of one call, or inside one ``FrameReader``.
+"""
+
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release
+from cpython.bytearray cimport PyByteArray_Check
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_CheckExact, PyDict_Next, PyDict_SetItem, PyDict_Size
+from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches
+from cpython.list cimport PyList_AsTuple, PyList_Check, PyList_CheckExact
+from cpython.long cimport PyLong_Check, PyLong_CheckExact, PyLong_FromUnsignedLong, PyLong_FromUnsignedLongLong
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_Check, PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy, memmove
+
+from fila import errors as _errors  # a module: fila.errors is still importing when we are
+from fila.protocol import _failures
+from fila.protocol import pure as _pure
+
+__all__ = [
+    "IMPLEMENTATION",
+    "Message",
+    "Frame",
+    "FrameReader",
+    "Reader",
+    "encode_enqueue",
+    "encode_ack",
+    "encode_nack",
+    "decode_delivery",
+    "decode_enqueue_result",
+    "decode_ack_result",
+    "decode_nack_result",
+]
+
+IMPLEMENTATION = "cython"
+
+
+cdef extern from "Python.h":
+    PyObject *PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void *PyUnicode_DATA(object o)
+    bint PyUnicode_Check(object o)
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    const char *PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except? NULL
+    bint PyMemoryView_Check(object o)
+    Py_ssize_t PyList_GET_SIZE(object o)
+    PyObject *PyList_GET_ITEM(object o, Py_ssize_t i)
+    int PyList_Append(object o, object item) except -1
+    object PyList_New(Py_ssize_t n)
+    long long PyLong_AsLongLongAndOverflow(object o, int *overflow) except? -1
+    object PyBytes_FromStringAndSize_raw "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
+    char *PyBytes_AS_STRING_raw "PyBytes_AS_STRING"(object o)
+    Py_ssize_t PyBytes_GET_SIZE(object o)
+    object PyDict_New()
+    int PyObject_GetBuffer(object o, Py_buffer *view, int flags)  # no auto-raise: we fall back
+    void _list_set "PyList_SET_ITEM"(object o, Py_ssize_t i, object v)
+    Py_ssize_t PyByteArray_GET_SIZE(object o)
+    object PyBool_FromLong(long v)
+
+# Unaligned-safe big-endian loads and stores (memcpy + byte swap), an ASCII
+# check and a small hash for the repeated-string cache.
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <stdint.h>
+    #if defined(__GNUC__) || defined(__clang__)
+    #  define FILA_BSWAP16(x) __builtin_bswap16(x)
+    #  define FILA_BSWAP32(x) __builtin_bswap32(x)
+    #  define FILA_BSWAP64(x) __builtin_bswap64(x)
+    #else
+    static inline uint16_t FILA_BSWAP16(uint16_t x) { return (uint16_t)((x >> 8) | (x << 8)); }
+    static inline uint32_t FILA_BSWAP32(uint32_t x) {
+        return ((x & 0xFFu) << 24) | ((x & 0xFF00u) << 8) | ((x >> 8) & 0xFF00u) | (x >> 24);
+    }
+    static inline uint64_t FILA_BSWAP64(uint64_t x) {
+        return ((uint64_t)FILA_BSWAP32((uint32_t)x) << 32) | FILA_BSWAP32((uint32_t)(x >> 32));
+    }
+    #endif
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    #  define FILA_BE16(x) (x)
+    #  define FILA_BE32(x) (x)
+    #  define FILA_BE64(x) (x)
+    #else
+    #  define FILA_BE16(x) FILA_BSWAP16(x)
+    #  define FILA_BE32(x) FILA_BSWAP32(x)
+    #  define FILA_BE64(x) FILA_BSWAP64(x)
+    #endif
+    static inline uint16_t fila_ld16(const char *p) { uint16_t v; memcpy(&v, p, 2); return FILA_BE16(v); }
+    static inline uint32_t fila_ld32(const char *p) { uint32_t v; memcpy(&v, p, 4); return FILA_BE32(v); }
+    static inline uint64_t fila_ld64(const char *p) { uint64_t v; memcpy(&v, p, 8); return FILA_BE64(v); }
+    static inline void fila_st16(char *p, uint16_t v) { v = FILA_BE16(v); memcpy(p, &v, 2); }
+    static inline void fila_st32(char *p, uint32_t v) { v = FILA_BE32(v); memcpy(p, &v, 4); }
+    static inline int fila_is_ascii(const char *p, Py_ssize_t n) {
+        uint64_t acc = 0;
+        while (n >= 8) { uint64_t v; memcpy(&v, p, 8); acc |= v; p += 8; n -= 8; }
+        while (n > 0) { acc |= (uint8_t)*p; p++; n--; }
+        return (acc & 0x8080808080808080ULL) == 0;
+    }
+    static inline uint64_t fila_hash(const char *p, Py_ssize_t n) {
+        uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
+        while (n >= 8) { uint64_t v; memcpy(&v, p, 8); h = (h ^ v) * 0xBF58476D1CE4E5B9ULL; p += 8; n -= 8; }
+        if (n > 0) { uint64_t v = 0; memcpy(&v, p, (size_t)n); h = (h ^ v) * 0x94D049BB133111EBULL; }
+        return h ^ (h >> 31);
+    }
+    static inline double fila_f64(uint64_t bits) { double d; memcpy(&d, &bits, 8); return d; }
+    """
+    uint16_t fila_ld16(const char *p) nogil
+    uint32_t fila_ld32(const char *p) nogil
+    uint64_t fila_ld64(const char *p) nogil
+    void fila_st16(char *p, uint16_t v) nogil
+    void fila_st32(char *p, uint32_t v) nogil
+    bint fila_is_ascii(const char *p, Py_ssize_t n) nogil
+    uint64_t fila_hash(const char *p, Py_ssize_t n) nogil
+    double fila_f64(uint64_t bits) nogil
+
+# Typed limits: comparing a C integer with a Python literal above INT_MAX
+# would build Python ints on every call.
+cdef uint64_t MAX_U16 = 0xFFFF
+cdef uint64_t MAX_U32 = 0xFFFFFFFF
+cdef uint32_t MAX_DECODED_COUNT = 1000000
+cdef uint64_t MAX_FRAME_SIZE_C = 16777216
+cdef Py_ssize_t HEADER_SIZE = 6
+cdef Py_ssize_t FRAME_OVERHEAD = 10
+cdef uint8_t FLAG_CONTINUATION = 1
+cdef uint8_t OP_ENQUEUE = 0x10
+cdef uint8_t OP_DELIVERY = 0x14
+cdef uint8_t OP_ACK = 0x16
+cdef uint8_t OP_NACK = 0x18
+# Smallest encoded Delivery message: 3 empty strings, empty map, empty bytes,
+# u32, empty list, u32, u64, u64.
+cdef Py_ssize_t MIN_DELIVERY_MESSAGE = 38
+
+_MAX_FRAME_SIZE = 16777216
+_DEFAULT_MAX_REASSEMBLED_SIZE = 256 * 16777216
+_DEFAULT_MAX_PENDING_STREAMS = 64
+
+# ----------------------------------------------------------------- failures
+# Cold paths: every exception comes from fila.protocol._failures.
+
+
+cdef int _incomplete(object what, Py_ssize_t offset, Py_ssize_t need, Py_ssize_t have) except -1:
+    raise _failures.incomplete(what, offset, need, have)
+
+
+cdef int _bad_utf8(object what, Py_ssize_t offset) except -1:
+    if PyErr_ExceptionMatches(UnicodeDecodeError):
+        PyErr_Clear()
+        raise _failures.invalid_utf8(what, offset)
+    return -1  # another error (MemoryError) is already set
+
+
+cdef int _count_exceeds(object what, Py_ssize_t offset, uint64_t count) except -1:
+    raise _failures.count_exceeds(what, offset, count)
+
+
+# ------------------------------------------------------- repeated strings
+
+cdef enum:
+    CACHE_SLOTS = 64
+    CACHE_MAX_LEN = 64
+
+ctypedef struct cache_entry:
+    PyObject *s
+    uint64_t h
+    Py_ssize_t n
+
+ctypedef struct str_cache:
+    cache_entry e[CACHE_SLOTS]
+
+
+cdef inline void _cache_init(str_cache *c) noexcept nogil:
+    cdef int i
+    for i in range(CACHE_SLOTS):
+        c.e[i].s = NULL
+
+
+cdef void _cache_clear(str_cache *c) noexcept:
+    cdef int i
+    for i in range(CACHE_SLOTS):
+        if c.e[i].s != NULL:
+            Py_XDECREF(c.e[i].s)
+            c.e[i].s = NULL
+
+
+cdef inline object _ascii_str(const char *p, Py_ssize_t n):
+    s = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_DATA(s), p, <size_t>n)
+    return s
+
+
+cdef inline object _make_str(const char *p, Py_ssize_t n, str_cache *cache):
+    """A str for ``n`` UTF-8 bytes at ``p``; NULL-with-error on invalid UTF-8."""
+    cdef uint64_t h
+    cdef cache_entry *e
+    cdef PyObject *raw
+    if n == 0:
+        return ""
+    if fila_is_ascii(p, n):
+        if cache == NULL or n > CACHE_MAX_LEN:
+            return _ascii_str(p, n)
+        h = fila_hash(p, n)
+        e = &cache.e[(h * <uint64_t>0x9E3779B97F4A7C15) >> 58]
+        if e.s != NULL and e.h == h and e.n == n and memcmp(PyUnicode_DATA(<object>e.s), p, <size_t>n) == 0:
+            return <object>e.s
+        s = _ascii_str(p, n)
+        Py_XDECREF(e.s)
+        Py_INCREF(s)
+        e.s = <PyObject *>s
+        e.h = h
+        e.n = n
+        return s
+    raw = PyUnicode_DecodeUTF8(p, n, "strict")
+    if raw == NULL:
+        return None  # the caller maps the UnicodeDecodeError
+    s = <object>raw  # the cast took a reference of its own
+    Py_DECREF(s)
+    return s
+
+
+# --------------------------------------------------------------------- reader
+
+ctypedef struct rd_t:
+    const char *buf
+    Py_ssize_t len
+    Py_ssize_t pos
+
+
+cdef inline int _need(rd_t *r, Py_ssize_t n, object what) except -1:
+    if r.len - r.pos < n:
+        return _incomplete(what, r.pos, n, r.len - r.pos)
+    return 0
+
+
+cdef inline uint16_t _u16(rd_t *r, object what) except? 0xFFFF:
+    cdef uint16_t v
+    if r.len - r.pos < 2:
+        _incomplete(what, r.pos, 2, r.len - r.pos)
+        return 0xFFFF
+    v = fila_ld16(r.buf + r.pos)
+    r.pos += 2
+    return v
+
+
+cdef inline int64_t _u32(rd_t *r, object what) except -1:
+    cdef uint32_t v
+    if r.len - r.pos < 4:
+        return _incomplete(what, r.pos, 4, r.len - r.pos)
+    v = fila_ld32(r.buf + r.pos)
+    r.pos += 4
+    return v
+
+
+cdef inline int _u64(rd_t *r, object what, uint64_t *out) except -1:
+    if r.len - r.pos < 8:
+        return _incomplete(what, r.pos, 8, r.len - r.pos)
+    out[0] = fila_ld64(r.buf + r.pos)
+    r.pos += 8
+    return 0
+
+
+cdef inline object _str(rd_t *r, object what, str_cache *cache):
+    cdef Py_ssize_t n
+    if r.len - r.pos < 2:
+        _incomplete(what, r.pos, 2, r.len - r.pos)
+    n = fila_ld16(r.buf + r.pos)
+    r.pos += 2
+    if r.len - r.pos < n:
+        _incomplete(what, r.pos, n, r.len - r.pos)
+    s = _make_str(r.buf + r.pos, n, cache)
+    if s is None:
+        _bad_utf8(what, r.pos)
+    r.pos += n
+    return s
+
+
+cdef inline int _code(uint8_t c) noexcept nogil:
+    return c if c <= 0x10 or c == 0xFF else 0xFF
+
+
+# ----------------------------------------------------------- input buffers
+
+cdef object _as_bytes(object data):
+    return data if PyBytes_CheckExact(data) else bytes(data)
+
+
+# ------------------------------------------------------------------- message
+
+
+@cython.final
+@cython.freelist(256)
+cdef class Message:
+    """A delivered message. Immutable; equality compares every field.
+
+    ``headers`` is a dict, ``throttle_keys`` a tuple, timestamps are Unix
+    milliseconds (0 when the server does not know them).
+    """
+
+    cdef object _id
+    cdef object _queue
+    cdef object _headers
+    cdef object _payload
+    cdef object _fairness_key
+    cdef object _weight
+    cdef object _throttle_keys
+    cdef object _attempt_count
+    cdef object _enqueued_at
+    cdef object _leased_at
+
+    def __init__(
+        self,
+        id,
+        queue,
+        headers,
+        payload,
+        fairness_key="",
+        weight=0,
+        throttle_keys=(),
+        attempt_count=0,
+        enqueued_at=0,
+        leased_at=0,
+    ):
+        self._id = id
+        self._queue = queue
+        self._headers = headers
+        self._payload = payload
+        self._fairness_key = fairness_key
+        self._weight = weight
+        self._throttle_keys = throttle_keys
+        self._attempt_count = attempt_count
+        self._enqueued_at = enqueued_at
+        self._leased_at = leased_at
+
+    @property
+    def id(self):
+        return self._id
+
+    @property
+    def queue(self):
+        return self._queue
+
+    @property
+    def headers(self):
+        return self._headers
+
+    @property
+    def payload(self):
+        return self._payload
+
+    @property
+    def fairness_key(self):
+        return self._fairness_key
+
+    @property
+    def weight(self):
+        return self._weight
+
+    @property
+    def throttle_keys(self):
+        return self._throttle_keys
+
+    @property
+    def attempt_count(self):
+        return self._attempt_count
+
+    @property
+    def enqueued_at(self):
+        return self._enqueued_at
+
+    @property
+    def leased_at(self):
+        return self._leased_at
+
+    def as_tuple(self):
+        """All fields, in wire order."""
+        return (
+            self._id,
+            self._queue,
+            self._headers,
+            self._payload,
+            self._fairness_key,
+            self._weight,
+            self._throttle_keys,
+            self._attempt_count,
+            self._enqueued_at,
+            self._leased_at,
+        )
+
+    def __eq__(self, other):
+        if type(other).__name__ != "Message" or not hasattr(other, "as_tuple"):
+            return NotImplemented
+        return bool(self.as_tuple() == other.as_tuple())
+
+    def __ne__(self, other):
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    __hash__ = None
+
+    def __repr__(self):
+        return _pure._message_repr(self)
+
+    def __reduce__(self):
+        return (Message, self.as_tuple())
+
+
+# --------------------------------------------------------------------- frame
+
+
+@cython.final
+@cython.freelist(64)
+cdef class Frame:
+    """One whole frame (continuations already joined). Immutable.
+
+    ``messages`` holds the decoded messages of a Delivery frame when the
+    reader was made with ``decode_deliveries=True``; otherwise None.
+    """
+
+    cdef object _opcode
+    cdef object _flags
+    cdef object _request_id
+    cdef object _payload
+    cdef object _messages
+
+    def __init__(self, opcode, flags, request_id, payload, messages=None):
+        self._opcode = opcode
+        self._flags = flags
+        self._request_id = request_id
+        self._payload = payload
+        self._messages = messages
+
+    @property
+    def opcode(self):
+        return self._opcode
+
+    @property
+    def flags(self):
+        return self._flags
+
+    @property
+    def request_id(self):
+        return self._request_id
+
+    @property
+    def payload(self):
+        return self._payload
+
+    @property
+    def messages(self):
+        return self._messages
+
+    def __eq__(self, other):
+        if type(other).__name__ != "Frame" or not hasattr(other, "request_id"):
+            return NotImplemented
+        return bool(
+            self._opcode == other.opcode
+            and self._flags == other.flags
+            and self._request_id == other.request_id
+            and self._payload == other.payload
+        )
+
+    def __ne__(self, other):
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    __hash__ = None
+
+    def __repr__(self):
+        return _pure._frame_repr(self)
+
+
+cdef inline Frame _new_frame(uint8_t opcode, uint8_t flags, uint32_t request_id, object payload):
+    cdef Frame f = Frame.__new__(Frame)
+    f._opcode = opcode
+    f._flags = flags
+    f._request_id = PyLong_FromUnsignedLong(request_id)
+    f._payload = payload
+    f._messages = None
+    return f
+
+
+# ------------------------------------------------------------------ decoders
+
+
+cdef list _decode_delivery(const char *buf, Py_ssize_t size, str_cache *cache):
+    cdef rd_t r
+    cdef uint32_t count, i
+    cdef uint16_t nh, nt, j
+    cdef int64_t n
+    cdef uint64_t enqueued = 0, leased = 0
+    cdef int64_t weight, attempts
+    cdef Message m
+    cdef list out
+    r.buf = buf
+    r.len = size
+    r.pos = 0
+    if size < 4:
+        _incomplete("Delivery.messages count", 0, 4, size)
+    count = fila_ld32(buf)
+    if count > MAX_DECODED_COUNT:
+        _count_exceeds("Delivery.messages count", 0, count)
+    r.pos = 4
+    out = []
+    for i in range(count):
+        mid = _str(&r, "Delivery.message_id", NULL)
+        queue = _str(&r, "Delivery.queue", cache)
+        nh = _u16(&r, "Delivery.headers count")
+        headers = PyDict_New()
+        for j in range(nh):
+            key = _str(&r, "Delivery.headers key", cache)
+            value = _str(&r, "Delivery.headers value", cache)
+            PyDict_SetItem(headers, key, value)
+        n = _u32(&r, "Delivery.payload")
+        if r.len - r.pos < n:
+            _incomplete("Delivery.payload", r.pos, n, r.len - r.pos)
+        body = PyBytes_FromStringAndSize_raw(r.buf + r.pos, n)
+        r.pos += n
+        fkey = _str(&r, "Delivery.fairness_key", cache)
+        weight = _u32(&r, "Delivery.weight")
+        nt = _u16(&r, "Delivery.throttle_keys count")
+        if nt == 0:
+            tkeys = ()
+        else:
+            tkeys = PyTuple_New(nt)
+            for j in range(nt):
+                item = _str(&r, "Delivery.throttle_keys item", cache)
+                Py_INCREF(item)
+                PyTuple_SET_ITEM(tkeys, j, item)
+        attempts = _u32(&r, "Delivery.attempt_count")
+        _u64(&r, "Delivery.enqueued_at", &enqueued)
+        _u64(&r, "Delivery.leased_at", &leased)
+        m = Message.__new__(Message)
+        m._id = mid
+        m._queue = queue
+        m._headers = headers
+        m._payload = body
+        m._fairness_key = fkey
+        m._weight = PyLong_FromUnsignedLong(<unsigned long>weight)
+        m._throttle_keys = tkeys
+        m._attempt_count = PyLong_FromUnsignedLong(<unsigned long>attempts)
+        m._enqueued_at = PyLong_FromUnsignedLongLong(enqueued)
+        m._leased_at = PyLong_FromUnsignedLongLong(leased)
+        out.append(m)
+    return out
+
+
+def decode_delivery(payload):
+    """Every message of a Delivery payload (any count)."""
+    cdef Py_buffer view
+    cdef str_cache cache
+    if PyBytes_CheckExact(payload):
+        _cache_init(&cache)
+        try:
+            return _decode_delivery(PyBytes_AS_STRING_raw(payload), PyBytes_GET_SIZE(payload), &cache)
+        finally:
+            _cache_clear(&cache)
+    if PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) != 0:
+        PyErr_Clear()
+        return decode_delivery(bytes(payload))
+    _cache_init(&cache)
+    try:
+        return _decode_delivery(<const char *>view.buf, view.len, &cache)
+    finally:
+        _cache_clear(&cache)
+        PyBuffer_Release(&view)
+
+
+cdef list _decode_enqueue_result(const char *buf, Py_ssize_t size):
+    cdef rd_t r
+    cdef uint32_t count, i
+    cdef int code
+    r.buf = buf
+    r.len = size
+    r.pos = 0
+    if size < 4:
+        _incomplete("EnqueueResult.results count", 0, 4, size)
+    count = fila_ld32(buf)
+    if count > MAX_DECODED_COUNT:
+        _count_exceeds("EnqueueResult.results count", 0, count)
+    r.pos = 4
+    out = []
+    for i in range(count):
+        if r.len - r.pos < 1:
+            _incomplete("EnqueueResult.error_code", r.pos, 1, r.len - r.pos)
+        code = <uint8_t>r.buf[r.pos]
+        if code > 0x10:
+            code = 0xFF
+        r.pos += 1
+        mid = _str(&r, "EnqueueResult.message_id", NULL)
+        out.append((code, mid))
+    return out
+
+
+def decode_enqueue_result(payload):
+    """``(error_code, message_id)`` per message, in request order."""
+    cdef Py_buffer view
+    if PyBytes_CheckExact(payload):
+        return _decode_enqueue_result(PyBytes_AS_STRING_raw(payload), PyBytes_GET_SIZE(payload))
+    if PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) != 0:
+        PyErr_Clear()
+        return decode_enqueue_result(bytes(payload))
+    try:
+        return _decode_enqueue_result(<const char *>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef list _decode_codes(const char *buf, Py_ssize_t size, str label):
+    cdef uint32_t count, i
+    cdef uint8_t c
+    if size < 4:
+        _incomplete(label + ".results count", 0, 4, size)
+    count = fila_ld32(buf)
+    if count > MAX_DECODED_COUNT:
+        _count_exceeds(label + ".results count", 0, count)
+    if size - 4 < <Py_ssize_t>count:
+        _incomplete(label + ".error_code", size, 1, 0)
+    out = PyList_New(count)
+    for i in range(count):
+        c = <uint8_t>buf[4 + i]
+        code = PyLong_FromUnsignedLong(c if c <= 0x10 else 0xFF)
+        Py_INCREF(code)
+        _list_set(out, i, code)
+    return out
+
+
+cdef object _codes(object payload, str label):
+    cdef Py_buffer view
+    if PyBytes_CheckExact(payload):
+        return _decode_codes(PyBytes_AS_STRING_raw(payload), PyBytes_GET_SIZE(payload), label)
+    if PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) != 0:
+        PyErr_Clear()
+        return _codes(bytes(payload), label)
+    try:
+        return _decode_codes(<const char *>view.buf, view.len, label)
+    finally:
+        PyBuffer_Release(&view)
+
+
+def decode_ack_result(payload):
+    """One error code per acked item, in request order."""
+    return _codes(payload, "AckResult")
+
+
+def decode_nack_result(payload):
+    """One error code per nacked item, in request order."""
+    return _codes(payload, "NackResult")
+
+
+# ------------------------------------------------------------- frame reader
+
+
+cdef object _check_max_frame_size(object value):
+    cdef int overflow = 0
+    cdef long long v
+    if not PyLong_CheckExact(value):
+        raise _failures.bad_max_frame_size(value)
+    v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow or not (v == 0 or (6 < v and <uint64_t>v <= MAX_U32)):
+        raise _failures.bad_max_frame_size(value)
+    return value or _MAX_FRAME_SIZE
+
+
+@cython.final
+cdef class FrameReader:
+    """Splits a byte stream into frames, however it was chunked.
+
+    ``feed`` takes bytes as ``recv`` returns them and returns the frames that
+    are now whole. Continuation frames are joined per request id (unless
+    ``reassemble=False``); a joined frame is returned with flags 0. With
+    ``decode_deliveries=True`` every Delivery frame comes out with its
+    messages already decoded in ``frame.messages``. A malformed stream (or
+    Delivery body, when decoding) raises :class:`~fila.errors.DecodeError`;
+    the reader is then unusable (close the connection) and says so on the
+    next ``feed``.
+    """
+
+    cdef char *_buf
+    cdef Py_ssize_t _len
+    cdef Py_ssize_t _cap
+    cdef Py_ssize_t _want
+    cdef uint64_t _max_frame_size
+    cdef object _max_reassembled_size
+    cdef object _max_pending_streams
+    cdef bint _reassemble
+    cdef bint _decode
+    cdef bint _busy
+    cdef dict _streams
+    cdef object _failed
+    cdef str_cache _cache
+
+    def __cinit__(self, *args, **kwargs):
+        self._buf = NULL
+        self._len = 0
+        self._cap = 0
+        self._want = 4
+        self._busy = False
+        _cache_init(&self._cache)
+
+    def __dealloc__(self):
+        _cache_clear(&self._cache)
+        if self._buf != NULL:
+            PyMem_Free(self._buf)
+            self._buf = NULL
+
+    def __init__(
+        self,
+        max_frame_size=_MAX_FRAME_SIZE,
+        *,
+        max_reassembled_size=_DEFAULT_MAX_REASSEMBLED_SIZE,
+        max_pending_streams=_DEFAULT_MAX_PENDING_STREAMS,
+        reassemble=True,
+        decode_deliveries=False,
+    ):
+        self._max_frame_size = _check_max_frame_size(max_frame_size)
+        if type(max_reassembled_size) is not int or max_reassembled_size < 0:
+            raise _failures.bad_int("max_reassembled_size", max_reassembled_size, 0xFFFFFFFFFFFFFFFF)
+        if type(max_pending_streams) is not int or max_pending_streams < 0:
+            raise _failures.bad_int("max_pending_streams", max_pending_streams, 0xFFFFFFFF)
+        self._reassemble = bool(reassemble)
+        self._decode = bool(decode_deliveries)
+        if self._decode and not self._reassemble:
+            raise _failures.decode_needs_reassembly()
+        self._max_reassembled_size = max_reassembled_size
+        self._max_pending_streams = max_pending_streams
+        self._len = 0
+        self._streams = {}
+        self._failed = None
+        self._want = 4
+
+    @property
+    def max_frame_size(self):
+        """Largest accepted value of the length prefix (16 MiB by default)."""
+        return self._max_frame_size
+
+    @max_frame_size.setter
+    def max_frame_size(self, value):
+        self._max_frame_size = _check_max_frame_size(value)
+
+    @property
+    def buffered(self):
+        """Bytes received that do not yet make a whole frame."""
+        return self._len
+
+    @property
+    def pending_streams(self):
+        """Continuation streams started and not yet finished."""
+        return len(self._streams)
+
+    cdef int _reserve(self, Py_ssize_t n) except -1:
+        cdef Py_ssize_t cap
+        cdef char *grown
+        if n <= self._cap:
+            return 0
+        cap = self._cap * 2 if self._cap else 4096
+        if cap < n:
+            cap = n
+        grown = <char *>PyMem_Realloc(self._buf, <size_t>cap)
+        if grown == NULL:
+            raise MemoryError()
+        self._buf = grown
+        self._cap = cap
+        return 0
+
+    cdef int _keep(self, const char *p, Py_ssize_t n) except -1:
+        """Make the internal buffer hold exactly ``n`` bytes from ``p``."""
+        if n == 0:
+            self._len = 0
+            if self._cap > 65536:  # do not keep a huge buffer around idle
+                PyMem_Free(self._buf)
+                self._buf = NULL
+                self._cap = 0
+            return 0
+        if p != self._buf:
+            self._reserve(n)
+            memmove(self._buf, p, <size_t>n)
+        self._len = n
+        return 0
+
+    def feed(self, data):
+        """Add received bytes; return every frame completed by them, in order."""
+        cdef Py_buffer view
+        cdef bint has_view = False
+        cdef const char *src
+        cdef Py_ssize_t n
+        if self._failed is not None:
+            raise _failures.reader_failed(self._failed)
+        if self._busy:
+            raise RuntimeError("FrameReader.feed() called again while it was running")
+        if PyBytes_CheckExact(data):
+            src = PyBytes_AS_STRING_raw(data)
+            n = PyBytes_GET_SIZE(data)
+        elif PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) == 0:
+            has_view = True
+            src = <const char *>view.buf
+            n = view.len
+        else:
+            PyErr_Clear()
+            data = bytes(data)
+            src = PyBytes_AS_STRING_raw(data)
+            n = PyBytes_GET_SIZE(data)
+        self._busy = True
+        try:
+            with cython.critical_section(self):
+                return self._feed(src, n)
+        finally:
+            self._busy = False
+            if has_view:
+                PyBuffer_Release(&view)
+
+    cdef list _feed(self, const char *src, Py_ssize_t n):
+        cdef const char *work
+        cdef Py_ssize_t end, pos, start, want
+        cdef uint64_t length
+        cdef uint8_t opcode, flags
+        cdef uint32_t request_id
+        cdef list out
+        cdef Frame frame
+        if self._len:
+            self._reserve(self._len + n)
+            memcpy(self._buf + self._len, src, <size_t>n)
+            self._len += n
+            if self._len < self._want:
+                return []
+            work = self._buf
+            end = self._len
+        else:
+            work = src
+            end = n
+        pos = 0
+        out = []
+        want = 4
+        try:
+            while end - pos >= 4:
+                length = fila_ld32(work + pos)
+                if length > self._max_frame_size:
+                    raise _failures.frame_too_large(length, self._max_frame_size)
+                if <uint64_t>(end - pos - 4) < length:
+                    want = 4 + <Py_ssize_t>length
+                    break
+                if length < <uint64_t>HEADER_SIZE:
+                    raise _failures.body_too_short(length)
+                opcode = <uint8_t>work[pos + 4]
+                flags = <uint8_t>work[pos + 5]
+                request_id = fila_ld32(work + pos + 6)
+                start = pos + FRAME_OVERHEAD
+                pos += 4 + <Py_ssize_t>length
+                if self._reassemble and (flags & FLAG_CONTINUATION or self._streams):
+                    joined = self._join(opcode, flags, request_id, PyBytes_FromStringAndSize_raw(work + start, pos - start))
+                    if joined is not None:
+                        out.append(joined)
+                    continue
+                frame = _new_frame(opcode, flags, request_id, PyBytes_FromStringAndSize_raw(work + start, pos - start))
+                if self._decode and opcode == OP_DELIVERY:
+                    frame._messages = _decode_delivery(work + start, pos - start, &self._cache)
+                out.append(frame)
+        except _errors.DecodeError as exc:
+            self._failed = exc
+            self._streams.clear()
+            self._len = 0
+            raise
+        self._want = want
+        self._keep(work + pos, end - pos)
+        return out
+
+    cdef object _join(self, uint8_t opcode, uint8_t flags, uint32_t request_id, bytes payload):
+        cdef Frame frame
+        streams = self._streams
+        stream = streams.get(request_id)
+        if stream is None:
+            if not flags & FLAG_CONTINUATION:
+                frame = _new_frame(opcode, flags, request_id, payload)
+                self._decode_frame(frame)
+                return frame
+            if len(streams) >= self._max_pending_streams:
+                raise _failures.too_many_streams(len(streams) + 1, self._max_pending_streams)
+            size = len(payload)
+            if size > self._max_reassembled_size:
+                raise _failures.reassembled_too_large(request_id, size, self._max_reassembled_size)
+            streams[request_id] = [opcode, [payload], size]
+            return None
+        if opcode != stream[0]:
+            del streams[request_id]
+            raise _failures.opcode_mismatch(request_id, stream[0], opcode)
+        size = stream[2] + len(payload)
+        if size > self._max_reassembled_size:
+            del streams[request_id]
+            raise _failures.reassembled_too_large(request_id, size, self._max_reassembled_size)
+        stream[1].append(payload)
+        stream[2] = size
+        if flags & FLAG_CONTINUATION:
+            return None
+        del streams[request_id]
+        frame = _new_frame(opcode, 0, request_id, b"".join(stream[1]))
+        self._decode_frame(frame)
+        return frame
+
+    cdef int _decode_frame(self, Frame frame) except -1:
+        cdef bytes body
+        if self._decode and frame._opcode == OP_DELIVERY:
+            body = frame._payload
+            frame._messages = _decode_delivery(PyBytes_AS_STRING_raw(body), PyBytes_GET_SIZE(body), &self._cache)
+        return 0
+
+
+# ----------------------------------------------------------- reader (public)
+
+
+@cython.final
+cdef class Reader:
+    """Reads FIBP primitives from a payload, checking bounds before every read.
+
+    ``what`` names the field in the error message. Offsets count from the
+    start of the payload.
+    """
+
+    cdef bytes _data
+    cdef rd_t _r
+
+    def __init__(self, data):
+        self._data = _as_bytes(data)
+        self._r.buf = PyBytes_AS_STRING_raw(self._data)
+        self._r.len = PyBytes_GET_SIZE(self._data)
+        self._r.pos = 0
+
+    @property
+    def pos(self):
+        return self._r.pos
+
+    @property
+    def remaining(self):
+        return self._r.len - self._r.pos
+
+    cdef inline uint8_t _byte(self, object what) except? 0:
+        _need(&self._r, 1, what)
+        self._r.pos += 1
+        return <uint8_t>self._r.buf[self._r.pos - 1]
+
+    def read_u8(self, what="u8"):
+        return self._byte(what)
+
+    def read_bool(self, what="bool"):
+        return self._byte(what) != 0
+
+    def read_error_code(self, what="error code"):
+        return _code(self._byte(what))
+
+    def read_u16(self, what="u16"):
+        return _u16(&self._r, what)
+
+    def read_u32(self, what="u32"):
+        return _u32(&self._r, what)
+
+    def read_u64(self, what="u64"):
+        cdef uint64_t v = 0
+        _u64(&self._r, what, &v)
+        return v
+
+    def read_i64(self, what="i64"):
+        cdef uint64_t v = 0
+        _u64(&self._r, what, &v)
+        return <int64_t>v
+
+    def read_f64(self, what="f64"):
+        cdef uint64_t v = 0
+        _u64(&self._r, what, &v)
+        return fila_f64(v)
+
+    def read_count(self, what="count"):
+        """A u32 element count, refused above 1,000,000."""
+        cdef Py_ssize_t pos = self._r.pos
+        cdef int64_t count = _u32(&self._r, what)
+        if count > MAX_DECODED_COUNT:
+            _count_exceeds(what, pos, count)
+        return count
+
+    def read_string(self, what="string"):
+        return _str(&self._r, what, NULL)
+
+    def read_optional_string(self, what="optional string"):
+        if self._byte(what + " flag") == 0:
+            return None
+        return _str(&self._r, what, NULL)
+
+    def read_bytes(self, what="bytes"):
+        cdef int64_t n = _u32(&self._r, what)
+        _need(&self._r, n, what)
+        self._r.pos += n
+        return PyBytes_FromStringAndSize_raw(self._r.buf + self._r.pos - n, n)
+
+    def read_string_map(self, what="map"):
+        cdef uint16_t count = _u16(&self._r, what + " count")
+        cdef uint16_t i
+        key_what = what + " key"
+        value_what = what + " value"
+        out = {}
+        for i in range(count):
+            key = _str(&self._r, key_what, NULL)
+            out[key] = _str(&self._r, value_what, NULL)
+        return out
+
+    def read_string_list(self, what="string list"):
+        cdef uint16_t count = _u16(&self._r, what + " count")
+        cdef uint16_t i
+        item_what = what + " item"
+        return [_str(&self._r, item_what, NULL) for i in range(count)]
+
+
+# ------------------------------------------------------------------ encoders
+
+ctypedef struct wr_t:
+    char *p
+    char *end
+
+
+cdef int _changed() except -1:
+    raise RuntimeError("a value changed while it was being encoded (shared with another thread?)")
+
+
+cdef inline int _put(wr_t *w, const char *src, Py_ssize_t n) except -1:
+    if w.end - w.p < n:
+        return _changed()
+    memcpy(w.p, src, <size_t>n)
+    w.p += n
+    return 0
+
+
+cdef inline int _put_str(wr_t *w, const char *src, Py_ssize_t n) except -1:
+    if w.end - w.p < n + 2:
+        return _changed()
+    fila_st16(w.p, <uint16_t>n)
+    memcpy(w.p + 2, src, <size_t>n)
+    w.p += n + 2
+    return 0
+
+
+cdef inline int _put_u32(wr_t *w, uint32_t v) except -1:
+    if w.end - w.p < 4:
+        return _changed()
+    fila_st32(w.p, v)
+    w.p += 4
+    return 0
+
+
+cdef inline int _put_u16(wr_t *w, uint16_t v) except -1:
+    if w.end - w.p < 2:
+        return _changed()
+    fila_st16(w.p, v)
+    w.p += 2
+    return 0
+
+
+cdef inline const char *_utf8(object value, object what, Py_ssize_t *size) except NULL:
+    """The UTF-8 of a str field (validated like the pure twin's ``_str_bytes``)."""
+    cdef const char *p
+    if not PyUnicode_Check(value):
+        raise _failures.not_str(what, value)
+    if PyUnicode_IS_COMPACT_ASCII(value):
+        size[0] = PyUnicode_GET_LENGTH(value)
+        p = <const char *>PyUnicode_DATA(value)
+    else:
+        p = _utf8_slow(value, what, size)
+    if size[0] > <Py_ssize_t>MAX_U16:
+        raise _failures.string_too_long(what, size[0])
+    return p
+
+
+cdef const char *_utf8_slow(object value, object what, Py_ssize_t *size) except NULL:
+    try:
+        return PyUnicode_AsUTF8AndSize(value, size)
+    except UnicodeEncodeError:
+        raise _failures.not_utf8(what) from None
+
+
+cdef uint32_t _request_id(object request_id) except? 0:
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_Check(request_id):
+        v = PyLong_AsLongLongAndOverflow(request_id, &overflow)
+        if not overflow and 0 <= v <= <long long>MAX_U32:
+            return <uint32_t>v
+    raise _failures.bad_int("request_id", request_id, 0xFFFFFFFF)
+
+
+cdef tuple _items(object items, str what):
+    """A snapshot of ``items`` (a list or tuple), like the pure twin's ``_items``."""
+    cdef tuple seq
+    if PyTuple_CheckExact(items):
+        seq = items
+    elif PyList_CheckExact(items):
+        seq = PyList_AsTuple(items)
+    elif PyList_Check(items) or PyTuple_Check(items):
+        seq = tuple(items)
+    else:
+        raise _failures.not_sequence(what, items)
+    if <uint64_t>PyTuple_GET_SIZE(seq) > MAX_U32:
+        raise _failures.too_many_entries(what, PyTuple_GET_SIZE(seq), 0xFFFFFFFF)
+    return seq
+
+
+cdef tuple _item(object item, str what, Py_ssize_t index, Py_ssize_t width):
+    """An item that is not an exact tuple of ``width``: a tuple copy, or the error."""
+    if not (PyTuple_Check(item) or PyList_Check(item)) or len(item) != width:
+        raise _failures.bad_item(what, index, width, item)
+    return tuple(item)
+
+
+cdef bytes _wire(uint8_t opcode, uint32_t request_id, Py_ssize_t size, object max_frame_size,
+                 char **body, Py_ssize_t *limit):
+    """Allocate the wire bytes for a ``size``-byte payload; ``body`` receives
+    where the payload goes. A body over ``max_frame_size - 6`` bytes is written
+    contiguously after room for every frame header, then cut by ``_split``."""
+    cdef Py_ssize_t frames
+    cdef char *p
+    limit[0] = <Py_ssize_t>(<uint64_t>_check_max_frame_size(max_frame_size)) - HEADER_SIZE
+    if size <= limit[0]:
+        out = PyBytes_FromStringAndSize_raw(NULL, size + FRAME_OVERHEAD)
+        p = PyBytes_AS_STRING_raw(out)
+        fila_st32(p, <uint32_t>(size + HEADER_SIZE))
+        p[4] = <char>opcode
+        p[5] = 0
+        fila_st32(p + 6, request_id)
+        body[0] = p + FRAME_OVERHEAD
+        return out
+    frames = (size + limit[0] - 1) // limit[0]
+    out = PyBytes_FromStringAndSize_raw(NULL, size + frames * FRAME_OVERHEAD)
+    body[0] = PyBytes_AS_STRING_raw(out) + frames * FRAME_OVERHEAD
+    return out
+
+
+cdef void _split(bytes out, uint8_t opcode, uint32_t request_id, Py_ssize_t size, Py_ssize_t limit) noexcept:
+    """Cut the contiguous body into continuation frames in place, as the pure
+    twin's ``_split`` does: chunks of ``limit`` bytes, the flag on all but the
+    last. Chunk k moves down to just after its header; it never overlaps a
+    chunk not yet moved."""
+    cdef Py_ssize_t frames, k, chunk, start
+    cdef char *base
+    cdef char *dst
+    if size <= limit:
+        return
+    frames = (size + limit - 1) // limit
+    base = PyBytes_AS_STRING_raw(out)
+    for k in range(frames):
+        start = k * limit
+        chunk = limit if size - start > limit else size - start
+        dst = base + k * (limit + FRAME_OVERHEAD)
+        fila_st32(dst, <uint32_t>(chunk + HEADER_SIZE))
+        dst[4] = <char>opcode
+        dst[5] = <char>(FLAG_CONTINUATION if k + 1 < frames else 0)
+        fila_st32(dst + 6, request_id)
+        memmove(dst + FRAME_OVERHEAD, base + frames * FRAME_OVERHEAD + start, <size_t>chunk)
+
+
+cdef Py_ssize_t _map_size(object headers) except -1:
+    """Validate a dict of str to str; return its encoded size."""
+    cdef PyObject *kp
+    cdef PyObject *vp
+    cdef Py_ssize_t i = 0, n, size = 2
+    cdef Py_ssize_t count = PyDict_Size(headers)
+    if <uint64_t>count > MAX_U16:
+        raise _failures.too_many_entries("Enqueue.headers", count, 0xFFFF)
+    with cython.critical_section(headers):
+        while PyDict_Next(headers, &i, &kp, &vp):
+            key = <object>kp
+            value = <object>vp
+            _utf8(key, "Enqueue.headers key", &n)
+            size += 2 + n
+            _utf8(value, "Enqueue.headers value", &n)
+            size += 2 + n
+    return size
+
+
+cdef int _map_write(wr_t *w, object headers) except -1:
+    cdef PyObject *kp
+    cdef PyObject *vp
+    cdef Py_ssize_t i = 0, n
+    cdef const char *p
+    with cython.critical_section(headers):
+        _put_u16(w, <uint16_t>PyDict_Size(headers))
+        while PyDict_Next(headers, &i, &kp, &vp):
+            key = <object>kp
+            value = <object>vp
+            p = _utf8(key, "Enqueue.headers key", &n)
+            _put_str(w, p, n)
+            p = _utf8(value, "Enqueue.headers value", &n)
+            _put_str(w, p, n)
+    return 0
+
+
+def encode_enqueue(request_id, messages, max_frame_size=_MAX_FRAME_SIZE):
+    """Enqueue frame(s) for ``messages``: ``(queue, headers_or_None, payload)`` each."""
+    cdef uint32_t rid = _request_id(request_id)
+    cdef Py_ssize_t count, i, n, limit, size = 4
+    cdef const char *p
+    cdef char *body
+    cdef wr_t w
+    cdef Py_buffer view
+    cdef list fixed = None
+    cdef tuple items = _items(messages, "Enqueue.messages")
+    cdef tuple item
+    count = PyTuple_GET_SIZE(items)
+    # pass 1: validate everything and size the payload
+    for i in range(count):
+        obj = <object>PyTuple_GET_ITEM(items, i)
+        if PyTuple_CheckExact(obj) and PyTuple_GET_SIZE(obj) == 3:
+            item = <tuple>obj
+        else:
+            item = _item(obj, "Enqueue.messages", i, 3)
+            if fixed is None:
+                fixed = list(items)
+            fixed[i] = item
+        queue = <object>PyTuple_GET_ITEM(item, 0)
+        headers = <object>PyTuple_GET_ITEM(item, 1)
+        payload = <object>PyTuple_GET_ITEM(item, 2)
+        _utf8(queue, "Enqueue.queue", &n)
+        size += 2 + n
+        if headers is None:
+            size += 2
+        elif PyDict_CheckExact(headers):
+            size += _map_size(headers)
+        else:
+            # any other mapping, or the wrong type: the pure twin does the lot
+            return _pure.encode_enqueue(request_id, messages, max_frame_size)
+        if PyBytes_Check(payload):
+            n = PyBytes_GET_SIZE(payload)
+        elif PyByteArray_Check(payload):
+            n = PyByteArray_GET_SIZE(payload)
+        elif PyMemoryView_Check(payload):
+            if not payload.c_contiguous:
+                return _pure.encode_enqueue(request_id, messages, max_frame_size)
+            n = payload.nbytes
+        else:
+            raise _failures.not_bytes_like("Enqueue.payload", payload)
+        if <uint64_t>n > MAX_U32:
+            raise _failures.bytes_too_long("Enqueue.payload", n)
+        size += 4 + n
+    if fixed is not None:
+        items = tuple(fixed)
+    out = _wire(OP_ENQUEUE, rid, size, max_frame_size, &body, &limit)
+    # pass 2: write; bounds-checked, so a value changed meanwhile cannot overflow
+    w.p = body
+    w.end = body + size
+    _put_u32(&w, <uint32_t>count)
+    for i in range(count):
+        item = <tuple>PyTuple_GET_ITEM(items, i)
+        queue = <object>PyTuple_GET_ITEM(item, 0)
+        headers = <object>PyTuple_GET_ITEM(item, 1)
+        payload = <object>PyTuple_GET_ITEM(item, 2)
+        p = _utf8(queue, "Enqueue.queue", &n)
+        _put_str(&w, p, n)
+        if headers is None:
+            _put_u16(&w, 0)
+        else:
+            _map_write(&w, headers)
+        if PyBytes_CheckExact(payload):
+            n = PyBytes_GET_SIZE(payload)
+            _put_u32(&w, <uint32_t>n)
+            _put(&w, PyBytes_AS_STRING_raw(payload), n)
+        else:
+            if PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) != 0:
+                return _changed()
+            try:
+                _put_u32(&w, <uint32_t>view.len)
+                _put(&w, <const char *>view.buf, view.len)
+            finally:
+                PyBuffer_Release(&view)
+    if w.p != w.end:
+        _changed()
+    _split(out, OP_ENQUEUE, rid, size, limit)
+    return out
+
+
+cdef bytes _encode_strings(uint8_t opcode, str what, tuple names, object request_id, object items_in,
+                           Py_ssize_t width, object max_frame_size):
+    cdef uint32_t rid = _request_id(request_id)
+    cdef Py_ssize_t count, i, f, n, limit, size = 4
+    cdef const char *p
+    cdef char *body
+    cdef wr_t w
+    cdef list fixed = None
+    cdef tuple items = _items(items_in, what)
+    cdef tuple item
+    count = PyTuple_GET_SIZE(items)
+    for i in range(count):
+        obj = <object>PyTuple_GET_ITEM(items, i)
+        if PyTuple_CheckExact(obj) and PyTuple_GET_SIZE(obj) == width:
+            item = <tuple>obj
+        else:
+            item = _item(obj, what, i, width)
+            if fixed is None:
+                fixed = list(items)
+            fixed[i] = item
+        for f in range(width):
+            _utf8(<object>PyTuple_GET_ITEM(item, f), <object>PyTuple_GET_ITEM(names, f), &n)
+            size += 2 + n
+    if fixed is not None:
+        items = tuple(fixed)
+    out = _wire(opcode, rid, size, max_frame_size, &body, &limit)
+    w.p = body
+    w.end = body + size
+    _put_u32(&w, <uint32_t>count)
+    for i in range(count):
+        item = <tuple>PyTuple_GET_ITEM(items, i)
+        for f in range(width):
+            p = _utf8(<object>PyTuple_GET_ITEM(item, f), <object>PyTuple_GET_ITEM(names, f), &n)
+            _put_str(&w, p, n)
+    if w.p != w.end:
+        _changed()
+    _split(out, opcode, rid, size, limit)
+    return out
+
+
+cdef tuple _ACK_NAMES = ("Ack.queue", "Ack.message_id")
+cdef tuple _NACK_NAMES = ("Nack.queue", "Nack.message_id", "Nack.error")
+
+
+def encode_ack(request_id, items, max_frame_size=_MAX_FRAME_SIZE):
+    """Ack frame(s) for ``items``: ``(queue, message_id)`` each."""
+    return _encode_strings(OP_ACK, "Ack.items", _ACK_NAMES, request_id, items, 2, max_frame_size)
+
+
+def encode_nack(request_id, items, max_frame_size=_MAX_FRAME_SIZE):
+    """Nack frame(s) for ``items``: ``(queue, message_id, error)`` each."""
+    return _encode_strings(OP_NACK, "Nack.items", _NACK_NAMES, request_id, items, 3, max_frame_size)
