@@ -182,7 +182,9 @@ class Broker:
                 loop.close()
                 ready.set()
                 return
-            ready.set()
+            # Signal readiness from inside the running loop: until then
+            # ``call()`` would run scheduler code on the caller's thread.
+            loop.call_soon(ready.set)
             try:
                 loop.run_forever()
             finally:

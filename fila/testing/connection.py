@@ -191,7 +191,6 @@ class Connection(asyncio.Protocol):
             return
         self._processing = True
         inbox = self._inbox
-        dispatch = self.broker.handlers.dispatch
         try:
             while inbox and not self.closed:
                 frame = inbox.popleft()
@@ -199,29 +198,29 @@ class Connection(asyncio.Protocol):
                     seconds = self.faults.take_delay(frame.opcode)
                     if seconds > 0:
                         self._held = True
-                        loop = asyncio.get_running_loop()
-                        loop.call_later(seconds, self._release, frame)
+                        asyncio.get_running_loop().call_later(seconds, self._release, frame)
                         break
-                try:
-                    dispatch(self, frame)
-                except Exception as exc:  # a broker bug must not kill the connection or the broker
-                    log.exception("fila.testing: request 0x%02x failed", frame.opcode)
-                    self.send_error(frame.request_id, ErrorCode.INTERNAL_ERROR, f"internal error: {exc}")
+                self._dispatch(frame)
         finally:
             self._processing = False
         if not self.closed:
             self._flush()
 
+    def _dispatch(self, frame: Frame) -> None:
+        try:
+            self.broker.handlers.dispatch(self, frame)
+        except Exception as exc:  # a broker bug must not kill the connection or the broker
+            log.exception("fila.testing: request 0x%02x failed", frame.opcode)
+            self.send_error(frame.request_id, ErrorCode.INTERNAL_ERROR, f"internal error: {exc}")
+
     def _release(self, frame: Frame) -> None:
+        """A delayed request's time is up: handle it, then whatever queued up behind it."""
         self._held = False
         if self.closed:
             return
         self._processing = True
         try:
-            self.broker.handlers.dispatch(self, frame)
-        except Exception as exc:
-            log.exception("fila.testing: request 0x%02x failed", frame.opcode)
-            self.send_error(frame.request_id, ErrorCode.INTERNAL_ERROR, f"internal error: {exc}")
+            self._dispatch(frame)
         finally:
             self._processing = False
         self._process()

@@ -43,33 +43,33 @@ class Handlers:
         self.scheduler = broker.scheduler
         self.auth = broker.auth
         self.faults = broker.faults
-        self.table: dict[int, tuple[str, Handler]] = {
-            Opcode.PING: ("ping", self.ping),
-            Opcode.DISCONNECT: ("disconnect", self.disconnect),
-            Opcode.CANCEL_CONSUME: ("cancel_consume", self.cancel_consume),
-            Opcode.ENQUEUE: ("enqueue", self.enqueue),
-            Opcode.CONSUME: ("consume", self.consume),
-            Opcode.ACK: ("ack", self.ack),
-            Opcode.NACK: ("nack", self.nack),
-            Opcode.CREATE_QUEUE: ("create_queue", self.create_queue),
-            Opcode.DELETE_QUEUE: ("delete_queue", self.delete_queue),
-            Opcode.GET_STATS: ("get_stats", self.get_stats),
-            Opcode.LIST_QUEUES: ("list_queues", self.list_queues),
-            Opcode.SET_CONFIG: ("set_config", self.set_config),
-            Opcode.GET_CONFIG: ("get_config", self.get_config),
-            Opcode.LIST_CONFIG: ("list_config", self.list_config),
-            Opcode.REDRIVE: ("redrive", self.redrive),
-            Opcode.CREATE_API_KEY: ("create_api_key", self.create_api_key),
-            Opcode.REVOKE_API_KEY: ("revoke_api_key", self.revoke_api_key),
-            Opcode.LIST_API_KEYS: ("list_api_keys", self.list_api_keys),
-            Opcode.SET_ACL: ("set_acl", self.set_acl),
-            Opcode.GET_ACL: ("get_acl", self.get_acl),
+        self.table: dict[int, Handler] = {
+            Opcode.PING: self.ping,
+            Opcode.DISCONNECT: self.disconnect,
+            Opcode.CANCEL_CONSUME: self.cancel_consume,
+            Opcode.ENQUEUE: self.enqueue,
+            Opcode.CONSUME: self.consume,
+            Opcode.ACK: self.ack,
+            Opcode.NACK: self.nack,
+            Opcode.CREATE_QUEUE: self.create_queue,
+            Opcode.DELETE_QUEUE: self.delete_queue,
+            Opcode.GET_STATS: self.get_stats,
+            Opcode.LIST_QUEUES: self.list_queues,
+            Opcode.SET_CONFIG: self.set_config,
+            Opcode.GET_CONFIG: self.get_config,
+            Opcode.LIST_CONFIG: self.list_config,
+            Opcode.REDRIVE: self.redrive,
+            Opcode.CREATE_API_KEY: self.create_api_key,
+            Opcode.REVOKE_API_KEY: self.revoke_api_key,
+            Opcode.LIST_API_KEYS: self.list_api_keys,
+            Opcode.SET_ACL: self.set_acl,
+            Opcode.GET_ACL: self.get_acl,
         }
 
     def dispatch(self, conn: Connection, frame: Frame) -> None:
         opcode = frame.opcode
-        entry = self.table.get(opcode)
-        if entry is None:
+        handler = self.table.get(opcode)
+        if handler is None:
             conn.send_error(frame.request_id, ErrorCode.INVALID_FRAME, f"unknown or unsupported opcode: 0x{opcode:02x}")
             return
         if self.faults.request_armed:
@@ -77,7 +77,7 @@ class Handlers:
             if injected is not None:
                 conn.send_error(frame.request_id, injected[0], injected[1])
                 return
-        entry[1](conn, frame.request_id, frame.payload)
+        handler(conn, frame.request_id, frame.payload)
 
     # ------------------------------------------------------------ helpers
 
@@ -88,6 +88,28 @@ class Handlers:
             conn.send_error(rid, ErrorCode.INVALID_FRAME, f"invalid {op} frame: {exc.detail}")
             return None
 
+    def _batch(
+        self,
+        conn: Connection,
+        rid: int,
+        payload: bytes,
+        op: str,
+        kind: str,
+        decode: Callable[[bytes], list[Any]],
+        run: Callable[[list[Any]], list[Any]],
+        encode: Callable[[int, list[Any]], bytes],
+        opcode: int,
+    ) -> None:
+        """Enqueue, Ack and Nack: decode the items, check ``kind`` on each queue, run, answer."""
+        try:
+            items = decode(payload)
+        except DecodeError as exc:
+            conn.send_error(rid, ErrorCode.INVALID_FRAME, f"invalid {op} frame: {exc.detail}")
+            return
+        if not self._check_each(conn, rid, kind, [item[0] for item in items]):
+            return
+        conn.send(encode(rid, run(items)), opcode)
+
     def _reply(self, conn: Connection, opcode: int, rid: int, fields: dict[str, Any]) -> None:
         conn.send(encode_message(opcode, rid, fields), opcode)
 
@@ -97,12 +119,16 @@ class Handlers:
         conn.send_error(rid, ErrorCode.FORBIDDEN, NO_ADMIN)
         return False
 
+    def _any_admin(self, conn: Connection, rid: int) -> bool:
+        if self.auth.any_admin(conn.identity):
+            return True
+        conn.send_error(rid, ErrorCode.FORBIDDEN, NO_ADMIN)
+        return False
+
     def _queue_admin(self, conn: Connection, rid: int, queue: str) -> bool:
-        auth = self.auth
-        if not auth.any_admin(conn.identity):
-            conn.send_error(rid, ErrorCode.FORBIDDEN, NO_ADMIN)
+        if not self._any_admin(conn, rid):
             return False
-        if not auth.allowed(conn.identity, "admin", queue):
+        if not self.auth.allowed(conn.identity, "admin", queue):
             conn.send_error(rid, ErrorCode.FORBIDDEN, f'no admin permission on queue "{queue}"')
             return False
         return True
@@ -137,14 +163,10 @@ class Handlers:
     # ----------------------------------------------------------- hot path
 
     def enqueue(self, conn: Connection, rid: int, payload: bytes) -> None:
-        try:
-            items = decode_enqueue(payload)
-        except DecodeError as exc:
-            conn.send_error(rid, ErrorCode.INVALID_FRAME, f"invalid enqueue frame: {exc.detail}")
-            return
-        if not self._check_each(conn, rid, "produce", [q for q, _, _ in items]):
-            return
-        conn.send(encode_enqueue_result(rid, self.scheduler.enqueue(items)), Opcode.ENQUEUE_RESULT)
+        self._batch(
+            conn, rid, payload, "enqueue", "produce",
+            decode_enqueue, self.scheduler.enqueue, encode_enqueue_result, Opcode.ENQUEUE_RESULT,
+        )  # fmt: skip
 
     def consume(self, conn: Connection, rid: int, payload: bytes) -> None:
         body = self._decode(conn, rid, "consume", Opcode.CONSUME, payload)
@@ -171,24 +193,16 @@ class Handlers:
         conn.send(encode_message(Opcode.CONSUME_OK, rid, {"consumer_id": consumer.consumer_id}), Opcode.CONSUME_OK)
 
     def ack(self, conn: Connection, rid: int, payload: bytes) -> None:
-        try:
-            items = decode_ack(payload)
-        except DecodeError as exc:
-            conn.send_error(rid, ErrorCode.INVALID_FRAME, f"invalid ack frame: {exc.detail}")
-            return
-        if not self._check_each(conn, rid, "consume", [q for q, _ in items]):
-            return
-        conn.send(encode_ack_result(rid, self.scheduler.ack(items)), Opcode.ACK_RESULT)
+        self._batch(
+            conn, rid, payload, "ack", "consume",
+            decode_ack, self.scheduler.ack, encode_ack_result, Opcode.ACK_RESULT,
+        )  # fmt: skip
 
     def nack(self, conn: Connection, rid: int, payload: bytes) -> None:
-        try:
-            items = decode_nack(payload)
-        except DecodeError as exc:
-            conn.send_error(rid, ErrorCode.INVALID_FRAME, f"invalid nack frame: {exc.detail}")
-            return
-        if not self._check_each(conn, rid, "consume", [q for q, _, _ in items]):
-            return
-        conn.send(encode_nack_result(rid, self.scheduler.nack(items)), Opcode.NACK_RESULT)
+        self._batch(
+            conn, rid, payload, "nack", "consume",
+            decode_nack, self.scheduler.nack, encode_nack_result, Opcode.NACK_RESULT,
+        )  # fmt: skip
 
     # -------------------------------------------------------------- admin
 
@@ -272,12 +286,9 @@ class Handlers:
 
     def create_api_key(self, conn: Connection, rid: int, payload: bytes) -> None:
         body = self._decode(conn, rid, "create_api_key", Opcode.CREATE_API_KEY, payload)
-        if body is None:
+        if body is None or not self._any_admin(conn, rid):
             return
         auth = self.auth
-        if not auth.any_admin(conn.identity):
-            conn.send_error(rid, ErrorCode.FORBIDDEN, NO_ADMIN)
-            return
         if body["is_superadmin"] and not auth.is_superadmin(conn.identity):
             conn.send_error(rid, ErrorCode.FORBIDDEN, "only superadmin keys can create other superadmin keys")
             return
@@ -314,12 +325,9 @@ class Handlers:
 
     def set_acl(self, conn: Connection, rid: int, payload: bytes) -> None:
         body = self._decode(conn, rid, "set_acl", Opcode.SET_ACL, payload)
-        if body is None:
+        if body is None or not self._any_admin(conn, rid):
             return
         auth = self.auth
-        if not auth.any_admin(conn.identity):
-            conn.send_error(rid, ErrorCode.FORBIDDEN, NO_ADMIN)
-            return
         perms = [(p["kind"], p["pattern"]) for p in body["permissions"]]
         if not auth.can_grant(conn.identity, [pattern for _, pattern in perms]):
             conn.send_error(rid, ErrorCode.FORBIDDEN, "one or more permissions exceed the caller's admin scope")

@@ -309,34 +309,33 @@ class Scheduler:
     # ------------------------------------------------------------ ack/nack
 
     def ack(self, items: list[tuple[str, str]]) -> list[int]:
+        """Every item is looked up before any lease is removed, so an id
+        repeated in one batch is Ok each time (SERVER.md §6.6)."""
         queues = self.queues
-        found: list[tuple[Queue, StoredMessage] | None] = []
+        found: list[tuple[Queue | None, StoredMessage | None]] = []
         for queue, mid in items:
             q = queues.get(queue)
-            m = q.find_leased(mid) if q is not None else None
-            found.append((q, m) if q is not None and m is not None else None)
+            found.append((q, q.find_leased(mid) if q is not None else None))
         codes: list[int] = []
-        pruned: set[str] = set()
-        for entry in found:
-            if entry is None:
+        touched: dict[str, Queue] = {}
+        for q, m in found:
+            if q is None or m is None:
                 codes.append(ErrorCode.MESSAGE_NOT_FOUND)
                 continue
-            q, m = entry
             q.leased.pop(m.id, None)
             m.lease_expiry = 0.0
+            touched[q.name] = q
             codes.append(0)
-            if q.name not in pruned:
-                pruned.add(q.name)
-        for name in pruned:
-            q2 = queues.get(name)
-            if q2 is not None:
-                q2.prune_lease_order()
+        for q in touched.values():
+            q.prune_lease_order()
         return codes
 
     def nack(self, items: list[tuple[str, str, str]]) -> list[int]:
+        """Items apply one after another: a repeated id is Ok, then MessageNotFound (SERVER.md §6.7)."""
         queues = self.queues
         codes: list[int] = []
-        touched: dict[str, Queue] = {}
+        sources: dict[str, Queue] = {}
+        targets: dict[str, Queue] = {}
         for queue, mid, error in items:
             q = queues.get(queue)
             m = q.find_leased(mid) if q is not None else None
@@ -346,6 +345,7 @@ class Scheduler:
             del q.leased[m.id]
             m.lease_expiry = 0.0
             m.attempt_count += 1
+            sources[q.name] = q
             target = q
             if q.hooks is not None and q.dlq is not None:
                 action = q.hooks.failure_action(m.id, q.name, m.headers, m.attempt_count, error)
@@ -355,10 +355,11 @@ class Scheduler:
                     m.queue = dlq.name
                     m.wire = None
             target.drr.push(m.fairness_key, m, m.weight)
-            touched[target.name] = target
+            targets[target.name] = target
             codes.append(0)
-        for t in touched.values():
-            t.prune_lease_order()
+        for q in sources.values():
+            q.prune_lease_order()
+        for t in targets.values():
             self.deliver(t)
         return codes
 

@@ -16,6 +16,7 @@ from fila.protocol.constants import ErrorCode, Opcode
 from fila.protocol.messages import BODY_TYPE_BY_OPCODE, decode_body, encode_message
 from fila.protocol.pure import Frame, FrameReader
 from fila.testing import Broker
+from fila.testing import scheduler as _scheduler
 from fila.testing.pytest_plugin import fila_broker, fila_broker_factory, fila_test_pki  # noqa: F401
 
 TIMEOUT = 5.0
@@ -244,6 +245,27 @@ def wire(connect: Callable[..., Wire]) -> Wire:
     return connect()
 
 
+class Clock:
+    """The scheduler's monotonic clock, shifted on demand: leases expire without waiting."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Control the lease clock of every broker in the test (``clock.advance(s)``)."""
+    c = Clock()
+    monkeypatch.setattr(_scheduler, "time", c)
+    return c
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -252,4 +274,4 @@ def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: st
         time.sleep(0.01)
 
 
-__all__ = ["Closed", "ErrorCode", "Opcode", "Wire", "wait_until"]
+__all__ = ["Clock", "Closed", "ErrorCode", "Opcode", "Wire", "wait_until"]

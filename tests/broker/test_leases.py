@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from fila.testing import Broker
 
-from .conftest import Wire, wait_until
+from .conftest import Clock, Wire, wait_until
 
 
 def test_expired_lease_is_redelivered_with_attempt_plus_one(wire: Wire) -> None:
@@ -28,9 +28,9 @@ def test_lease_starts_at_delivery_even_if_unread(connect: Callable[..., Wire]) -
     assert admin.stats("q")["depth"] == 1
 
 
-def test_leases_survive_disconnect_until_they_expire(connect: Callable[..., Wire]) -> None:
+def test_leases_survive_disconnect_until_they_expire(connect: Callable[..., Wire], clock: Clock) -> None:
     first, admin = connect(), connect()
-    admin.create_queue("q", visibility_timeout_ms=300)
+    admin.create_queue("q", visibility_timeout_ms=60_000)
     first.consume("q")
     mid = admin.enqueue("q")
     first.delivery()
@@ -38,6 +38,7 @@ def test_leases_survive_disconnect_until_they_expire(connect: Callable[..., Wire
     first.assert_closed()
     wait_until(lambda: admin.stats("q")["active_consumers"] == 0, what="unregister")
     assert admin.stats("q")["in_flight"] == 1  # not requeued on disconnect
+    clock.advance(61)  # the lease expires on the next tick
     second = connect()
     second.consume("q")
     m = second.delivery(timeout=5)
