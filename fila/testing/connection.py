@@ -9,6 +9,7 @@ first Delivery and an EnqueueResult precedes deliveries of what it stored.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from struct import Struct
@@ -198,7 +199,7 @@ class Connection(asyncio.Protocol):
                     seconds = self.faults.take_delay(frame.opcode)
                     if seconds > 0:
                         self._held = True
-                        asyncio.get_running_loop().call_later(seconds, self._release, frame)
+                        self.faults.hold(seconds, functools.partial(self._release, frame))
                         break
                 self._dispatch(frame)
         finally:

@@ -6,6 +6,7 @@ before it returns.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -54,6 +55,7 @@ class Faults:
         self._broker = broker
         self._fail: list[list[Any]] = []  # [remaining, code, opcode | None, message]
         self._delay: list[Any] | None = None  # [seconds, opcode | None, remaining | None]
+        self._held: dict[object, tuple[asyncio.TimerHandle, Callable[[], None]]] = {}
         self._close_after: int | None = None
         self._cut_opcode: int | bool | None = False  # False = not armed; None = any opcode
         self.reading_paused = False
@@ -117,13 +119,41 @@ class Faults:
         self._call(arm)
 
     def clear_delay(self) -> None:
-        """Stop delaying requests (``clear_delay()``)."""
+        """Stop delaying requests and release the ones held now (``clear_delay()``).
+
+        A test can therefore hold a request with a long delay, check that
+        nothing arrives, and release it when it chooses, with no race
+        against the clock.
+        """
 
         def disarm() -> None:
             self._delay = None
             self._rearm()
+            self._release_held()
 
         self._call(disarm)
+
+    @property
+    def held(self) -> int:
+        """How many requests a delay is holding right now."""
+        return self._call(lambda: len(self._held))
+
+    def hold(self, seconds: float, release: Callable[[], None]) -> None:
+        """Called on the loop: run ``release`` after ``seconds`` or at :meth:`clear_delay`."""
+        key = object()
+
+        def fire() -> None:
+            if self._held.pop(key, None) is not None:
+                release()
+
+        self._held[key] = (asyncio.get_running_loop().call_later(seconds, fire), release)
+
+    def _release_held(self) -> None:
+        held = list(self._held.values())
+        self._held.clear()
+        for handle, release in held:
+            handle.cancel()
+            release()
 
     def take_failure(self, opcode: int) -> tuple[int, str] | None:
         """Called per request on the loop: the injected ``(code, message)`` or None."""
@@ -276,6 +306,7 @@ class Faults:
         def disarm() -> None:
             self._fail.clear()
             self._delay = None
+            self._release_held()
             self._close_after = None
             self._cut_opcode = False
             self.leader_redirect = None

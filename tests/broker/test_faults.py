@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from fila.protocol.constants import ErrorCode, Opcode
@@ -68,23 +69,48 @@ def test_close_mid_frame(broker: Broker, wire: Wire) -> None:
     assert wire.reader.buffered > 0  # half a frame arrived
 
 
+def _wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
 def test_delay_holds_responses_in_order(broker: Broker, connect: Callable[..., Wire]) -> None:
     slow, other = connect(), connect()
-    broker.faults.delay(0.3, opcode=Opcode.LIST_QUEUES)
+    broker.faults.delay(60, opcode=Opcode.LIST_QUEUES)
     slow.send(encode_message("ListQueuesRequest", 1) + encode_message("Ping", 2))
     assert other.call("Ping")[0] == Opcode.PONG  # other connections are not held
-    slow.assert_silent(0.1)
+    slow.assert_silent(0.1)  # the Ping waits behind the held ListQueues
+    broker.faults.clear_delay()  # releases the held request
     assert [slow.recv_frame().request_id for _ in range(2)] == [1, 2]
-    broker.faults.clear_delay()
     assert slow.call("ListQueuesRequest")[0] == Opcode.LIST_QUEUES_RESULT
 
 
-def test_delay_count(broker: Broker, wire: Wire) -> None:
-    broker.faults.delay(0.2, count=1)
+def test_delay_count(broker: Broker, connect: Callable[..., Wire]) -> None:
+    held, free = connect(), connect()
+    broker.faults.delay(60, count=1)
+    held.send_msg("Ping", 1)
+    _wait_until(lambda: broker.faults.held == 1)
+    held.assert_silent(0.05)
+    assert free.call("Ping")[0] == Opcode.PONG  # the one delayed request used the count up
+    broker.faults.clear_delay()
+    assert held.recv_frame().request_id == 1
+
+
+def test_delay_ends_by_itself(broker: Broker, wire: Wire) -> None:
+    broker.faults.delay(0.05, count=1)
+    wire.send_msg("Ping", 1)
+    assert wire.recv_frame().request_id == 1  # released by the timer, no clear_delay
+    assert wire.call("Ping")[0] == Opcode.PONG
+
+
+def test_reset_releases_held_requests(broker: Broker, wire: Wire) -> None:
+    broker.faults.delay(60)
     wire.send_msg("Ping", 1)
     wire.assert_silent(0.05)
+    broker.faults.reset()
     assert wire.recv_frame().request_id == 1
-    assert wire.call("Ping")[0] == Opcode.PONG
 
 
 def test_pause_and_resume_reading(broker: Broker, wire: Wire) -> None:
