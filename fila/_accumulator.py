@@ -141,126 +141,18 @@ def encode_batches(
 
 
 SendFn = Callable[[list[Any], list[Any], int], None]
+Batch = tuple[list[Any], list[Any], int]
 
 
-class SyncAccumulator:
-    """The batching engine of :class:`~fila.Client` (thread-safe)."""
+class _Engine:
+    """The batching decisions shared by both accumulators, free of locks and I/O.
 
-    __slots__ = (
-        "_auto",
-        "_bytes",
-        "_call_later",
-        "_closed",
-        "_futs",
-        "_gen",
-        "_idle",
-        "_items",
-        "_linger",
-        "_lock",
-        "_max",
-        "_outstanding",
-        "_send",
-        "mode",
-    )
-
-    def __init__(self, mode: Mode, send: SendFn, call_later: Callable[[float, Callable[[], None]], None]) -> None:
-        self.mode = mode
-        self._send = send
-        self._call_later = call_later
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._items: list[Any] = []
-        self._futs: list[Any] = []
-        self._bytes = 0
-        self._outstanding = 0
-        self._closed = False
-        self._gen = 0
-        self._auto = mode is AccumulatorMode.AUTO
-        if isinstance(mode, Linger):
-            self._linger: float | None = mode.linger_ms / 1000.0
-            self._max = mode.max_messages
-        else:
-            self._linger = None
-            self._max = 1 if mode is AccumulatorMode.DISABLED else MAX_BATCH_MESSAGES
-
-    def submit(self, item: Any, fut: Any, nbytes: int) -> None:
-        """Queue one codec item (``(queue, headers, payload)`` for Enqueue) with its future (or None)."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            if self._closed:
-                raise ClientClosedError("the client is closed")
-            items = self._items
-            items.append(item)
-            self._futs.append(fut)
-            self._bytes += nbytes
-            if len(items) < self._max and self._bytes < _SEAL_BYTES:
-                if self._auto:
-                    if self._outstanding:
-                        return
-                elif len(items) == 1:
-                    self._call_later(self._linger or 0.0, self._timer(self._gen))
-                    return
-                else:
-                    return
-            items, futs, size = self._take()
-        finally:
-            lock.release()
-        self._send(items, futs, size)
-
-    def _take(self) -> tuple[list[Any], list[Any], int]:
-        items, futs, size = self._items, self._futs, self._bytes
-        self._items = []
-        self._futs = []
-        self._bytes = 0
-        self._gen += 1
-        self._outstanding += 1
-        return items, futs, size
-
-    def _timer(self, gen: int) -> Callable[[], None]:
-        def fire() -> None:
-            with self._lock:
-                if gen != self._gen or not self._items:
-                    return
-                items, futs, size = self._take()
-            self._send(items, futs, size)
-
-        return fire
-
-    def done(self) -> None:
-        """One ``send`` finished (answered or failed); in AUTO mode, send what gathered meanwhile."""
-        with self._lock:
-            self._outstanding -= 1
-            if not (self._items and (self._auto or self._closed)) or self._outstanding:
-                if not self._outstanding and not self._items:
-                    self._idle.notify_all()
-                return
-            items, futs, size = self._take()
-        self._send(items, futs, size)
-
-    def flush(self) -> None:
-        """Send whatever is queued now."""
-        with self._lock:
-            if not self._items or (self._auto and self._outstanding):
-                return
-            items, futs, size = self._take()
-        self._send(items, futs, size)
-
-    def drain(self, timeout: float) -> bool:
-        """Send what is queued and wait up to ``timeout`` for every answer; True when all came."""
-        self.flush()
-        with self._lock:
-            return self._idle.wait_for(lambda: not self._outstanding and not self._items, timeout)
-
-    def close(self, timeout: float) -> bool:
-        """Refuse new items, then :meth:`drain`."""
-        with self._lock:
-            self._closed = True
-        return self.drain(timeout)
-
-
-class AsyncAccumulator:
-    """The batching engine of :class:`~fila.AsyncClient` (event-loop thread only)."""
+    The subclasses' ``submit`` appends to ``_items`` / ``_futs`` and returns at
+    once while ``_hold`` says the batch keeps gathering (AUTO: one is in
+    flight; Linger: its timer is armed) and no limit is reached; anything else
+    goes through :meth:`_admit`. :class:`SyncAccumulator` calls these methods
+    under its lock; :class:`AsyncAccumulator` from the event loop.
+    """
 
     __slots__ = (
         "_auto",
@@ -269,7 +161,7 @@ class AsyncAccumulator:
         "_closed",
         "_futs",
         "_gen",
-        "_idle_waiters",
+        "_hold",
         "_items",
         "_linger",
         "_max",
@@ -287,71 +179,188 @@ class AsyncAccumulator:
         self._bytes = 0
         self._outstanding = 0
         self._closed = False
+        self._hold = False
         self._gen = 0
-        self._idle_waiters: list[Any] = []
         self._auto = mode is AccumulatorMode.AUTO
         if isinstance(mode, Linger):
-            self._linger: float | None = mode.linger_ms / 1000.0
+            self._linger = mode.linger_ms / 1000.0
             self._max = mode.max_messages
         else:
-            self._linger = None
+            self._linger = 0.0
             self._max = 1 if mode is AccumulatorMode.DISABLED else MAX_BATCH_MESSAGES
 
-    def submit(self, item: Any, fut: Any, nbytes: int) -> None:
+    def _admit(self, nbytes: int) -> Batch | None:
+        """The last item appended did not just join a gathering batch: the batch to send now, if any."""
         if self._closed:
+            self._items.pop()
+            self._futs.pop()
+            self._bytes -= nbytes
             raise ClientClosedError("the client is closed")
-        items = self._items
-        items.append(item)
-        self._futs.append(fut)
-        self._bytes += nbytes
-        if len(items) < self._max and self._bytes < _SEAL_BYTES:
-            if self._auto:
-                if self._outstanding:
-                    return
-            elif len(items) == 1:
-                self._call_later(self._linger or 0.0, self._timer(self._gen))
-                return
-            else:
-                return
-        self._send(*self._take())
+        if len(self._items) >= self._max or self._bytes >= _SEAL_BYTES or self._auto:
+            return self._take()  # full, or (AUTO) nothing in flight
+        # Linger: the first item of a batch arms its timer.
+        self._hold = True
+        self._call_later(self._linger, self._timer(self._gen))
+        return None
 
-    def _take(self) -> tuple[list[Any], list[Any], int]:
+    def _take(self) -> Batch:
         items, futs, size = self._items, self._futs, self._bytes
         self._items = []
         self._futs = []
         self._bytes = 0
         self._gen += 1
         self._outstanding += 1
+        self._hold = self._auto and not self._closed
         return items, futs, size
 
     def _timer(self, gen: int) -> Callable[[], None]:
         def fire() -> None:
-            if gen == self._gen and self._items:
-                self._send(*self._take())
+            batch = self._expired(gen)
+            if batch is not None:
+                self._send(*batch)
+
+        return fire
+
+    def _expired(self, gen: int) -> Batch | None:
+        """The Linger timer of batch ``gen`` fired: that batch, unless it went already."""
+        if gen != self._gen or not self._items:
+            return None
+        return self._take()
+
+    def _finished(self) -> Batch | None:
+        """One ``send`` finished; in AUTO mode (or closing), what gathered meanwhile."""
+        self._outstanding -= 1
+        if self._outstanding:
+            return None
+        if self._items and (self._auto or self._closed):
+            return self._take()
+        if self._auto:
+            self._hold = False  # nothing in flight: the next message goes at once
+        return None
+
+    def _flushed(self) -> Batch | None:
+        """What to send on an explicit flush (AUTO: not while a batch is in flight)."""
+        if self._items and not (self._auto and self._outstanding):
+            return self._take()
+        return None
+
+    def _close(self) -> None:
+        self._closed = True
+        self._hold = False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing in flight."""
+        return not self._outstanding and not self._items
+
+
+class SyncAccumulator(_Engine):
+    """The batching engine of :class:`~fila.Client` (thread-safe)."""
+
+    __slots__ = ("_idle", "_lock")
+
+    def __init__(self, mode: Mode, send: SendFn, call_later: Callable[[float, Callable[[], None]], None]) -> None:
+        super().__init__(mode, send, call_later)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+
+    def submit(self, item: Any, fut: Any, nbytes: int) -> None:
+        """Queue one codec item (``(queue, headers, payload)`` for Enqueue) with its future (or None)."""
+        # Called once per message: the common case stays inline (AsyncAccumulator.submit
+        # is the same without the lock); every decision is in _Engine._admit. Explicit
+        # acquire/release: ``with lock`` costs about 90 ns more per call on CPython 3.11.
+        lock = self._lock
+        lock.acquire()
+        try:
+            items = self._items
+            items.append(item)
+            self._futs.append(fut)
+            self._bytes += nbytes
+            if self._hold and len(items) < self._max and self._bytes < _SEAL_BYTES:
+                return
+            batch = self._admit(nbytes)
+        finally:
+            lock.release()
+        if batch is not None:
+            self._send(*batch)
+
+    def _timer(self, gen: int) -> Callable[[], None]:
+        def fire() -> None:
+            with self._lock:
+                batch = self._expired(gen)
+            if batch is not None:
+                self._send(*batch)
 
         return fire
 
     def done(self) -> None:
-        self._outstanding -= 1
-        if self._items and (self._auto or self._closed) and not self._outstanding:
-            self._send(*self._take())
-        elif not self._outstanding and not self._items:
+        """One ``send`` finished (answered or failed); in AUTO mode, send what gathered meanwhile."""
+        with self._lock:
+            batch = self._finished()
+            if batch is None and self.idle:
+                self._idle.notify_all()
+        if batch is not None:
+            self._send(*batch)
+
+    def flush(self) -> None:
+        """Send whatever is queued now."""
+        with self._lock:
+            batch = self._flushed()
+        if batch is not None:
+            self._send(*batch)
+
+    def drain(self, timeout: float) -> bool:
+        """Send what is queued and wait up to ``timeout`` for every answer; True when all came."""
+        self.flush()
+        with self._lock:
+            return self._idle.wait_for(lambda: self.idle, timeout)
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new items, then :meth:`drain`."""
+        with self._lock:
+            self._close()
+        return self.drain(timeout)
+
+
+class AsyncAccumulator(_Engine):
+    """The batching engine of :class:`~fila.AsyncClient` (event-loop thread only)."""
+
+    __slots__ = ("_idle_waiters",)
+
+    def __init__(self, mode: Mode, send: SendFn, call_later: Callable[[float, Callable[[], None]], Any]) -> None:
+        super().__init__(mode, send, call_later)
+        self._idle_waiters: list[Any] = []
+
+    def submit(self, item: Any, fut: Any, nbytes: int) -> None:
+        # Once per message: SyncAccumulator.submit without the lock, kept inline on purpose.
+        items = self._items
+        items.append(item)
+        self._futs.append(fut)
+        self._bytes += nbytes
+        if self._hold and len(items) < self._max and self._bytes < _SEAL_BYTES:
+            return
+        batch = self._admit(nbytes)
+        if batch is not None:
+            self._send(*batch)
+
+    def done(self) -> None:
+        batch = self._finished()
+        if batch is not None:
+            self._send(*batch)
+        elif self.idle:
             waiters, self._idle_waiters = self._idle_waiters, []
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
 
     def flush(self) -> None:
-        if self._items and not (self._auto and self._outstanding):
-            self._send(*self._take())
+        batch = self._flushed()
+        if batch is not None:
+            self._send(*batch)
 
     def close(self) -> None:
-        self._closed = True
+        self._close()
         self.flush()
-
-    @property
-    def idle(self) -> bool:
-        return not self._outstanding and not self._items
 
     def add_idle_waiter(self, fut: Any) -> None:
         self._idle_waiters.append(fut)

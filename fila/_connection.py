@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import itertools
 import logging
-import random
 import ssl
+import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from ._operations import error_from_frame
+from ._accumulator import AccumulatorMode, Linger, check_mode
+from ._operations import Backoff, error_from_frame
+from ._tls import PemInput, make_ssl_context
 from .errors import (
+    ClientClosedError,
     ConnectionLostError,
     FilaConnectionError,
     ProtocolError,
@@ -35,13 +38,17 @@ from .protocol import (
 
 __all__ = [
     "Backoff",
+    "ClientBase",
     "Core",
+    "NullWaiter",
     "Settings",
     "Waiter",
     "parse_address",
 ]
 
 log = logging.getLogger("fila")
+
+_C = TypeVar("_C")
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_REQUEST_TIMEOUT = 30.0
@@ -217,25 +224,6 @@ class Settings:
         )
 
 
-class Backoff:
-    """Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling up to ``maximum``."""
-
-    __slots__ = ("_current", "initial", "maximum")
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self._current = initial
-
-    def next(self) -> float:
-        d = self._current
-        self._current = min(d * 2, self.maximum)
-        return random.uniform(d / 2, d)
-
-    def reset(self) -> None:
-        self._current = self.initial
-
-
 class Waiter(Protocol):
     """What ``Core`` completes: one per request id in flight."""
 
@@ -244,6 +232,123 @@ class Waiter(Protocol):
     def complete(self, frame: Any) -> None: ...
 
     def fail(self, exc: BaseException) -> None: ...
+
+
+class NullWaiter:
+    """A waiter whose answer nobody needs (keepalive Ping)."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def complete(self, frame: Any) -> None:
+        pass
+
+    def fail(self, exc: BaseException) -> None:
+        pass
+
+
+class ClientBase:
+    """What :class:`~fila.Client` and :class:`~fila.AsyncClient` share: the constructor,
+    the settings, reconnect pacing and ``repr``.
+
+    ``addr`` is ``host:port``, ``[v6]:port`` or a bare host (port 5555). TLS:
+    ``tls=True`` verifies the server against the system trust store;
+    ``ca_cert`` (PEM bytes) replaces that store; ``client_cert`` plus
+    ``client_key`` (PEM bytes) add a client certificate (mTLS). ``api_key``
+    is sent in the handshake and never shown in a repr or a log line.
+    ``accumulator`` sets how enqueues are batched: :attr:`AccumulatorMode.AUTO`,
+    :class:`Linger` or :attr:`AccumulatorMode.DISABLED`. Timeouts and delays
+    are in seconds; ``keepalive_interval=None`` turns keepalive pings off;
+    ``consumer_buffer`` is how many deliveries a consumer holds before it
+    stops reading (TCP backpressure).
+    """
+
+    _conn: Any
+    _consumers: Any
+
+    def __init__(
+        self,
+        addr: str = "localhost:5555",
+        *,
+        api_key: str | None = None,
+        tls: bool = False,
+        ca_cert: PemInput | None = None,
+        client_cert: PemInput | None = None,
+        client_key: PemInput | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        accumulator: AccumulatorMode | Linger = AccumulatorMode.AUTO,
+        keepalive_interval: float | None = DEFAULT_KEEPALIVE_INTERVAL,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        consumer_buffer: int = DEFAULT_CONSUMER_BUFFER,
+        reconnect_initial_delay: float = DEFAULT_RECONNECT_INITIAL,
+        reconnect_max_delay: float = DEFAULT_RECONNECT_MAX,
+    ) -> None:
+        host, port = parse_address(addr)
+        self._settings = Settings(
+            host,
+            port,
+            api_key=api_key,
+            ssl_context=make_ssl_context(tls, ca_cert, client_cert, client_key),
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            keepalive_interval=keepalive_interval,
+            keepalive_timeout=keepalive_timeout,
+            consumer_buffer=consumer_buffer,
+            reconnect_initial=reconnect_initial_delay,
+            reconnect_max=reconnect_max_delay,
+        )
+        self._mode = check_mode(accumulator)
+        self._conn = None
+        self._backoff = Backoff(self._settings.reconnect_initial, self._settings.reconnect_max)
+        self._next_attempt = 0.0
+        self._closed = False
+        self._setup()
+
+    def _setup(self) -> None:
+        """The subclass's own state (called at the end of ``__init__``)."""
+
+    def __repr__(self) -> str:
+        conn = self._conn
+        state = "closed" if self._closed else ("connected" if conn is not None and not conn.dead else "idle")
+        settings = self._settings
+        return f"<fila.{type(self).__name__} {settings.address} tls={settings.ssl_context is not None} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _add_consumer(self, cls: Callable[[Any, str, int], _C], queue: str, buffer_size: int | None) -> _C:
+        """A new consumer of ``cls`` for this client (refused once closed), tracked for :meth:`close`."""
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        consumer = cls(self, queue, buffer_size or self._settings.consumer_buffer)
+        self._consumers.add(consumer)
+        return consumer
+
+    def _wait_or_default(self, timeout: float | None) -> float:
+        """``timeout``, or the request timeout when it is None."""
+        return self._settings.request_timeout if timeout is None else timeout
+
+    def _live_connection(self) -> Any:
+        """The connection if it is alive, else None; raises once the client is closed."""
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        conn = self._conn
+        return conn if conn is not None and not conn.dead else None
+
+    def _reconnect_pause(self) -> float:
+        """How long to wait before the next connection attempt (backoff after a failure)."""
+        return min(self._next_attempt - time.monotonic(), self._settings.connect_timeout)
+
+    def _connect_failed(self) -> None:
+        self._next_attempt = time.monotonic() + self._backoff.next()
+
+    def _connect_succeeded(self) -> None:
+        self._backoff.reset()
+        self._next_attempt = 0.0
 
 
 def _new_reader(want_messages: bool) -> tuple[Any, bool]:

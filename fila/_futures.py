@@ -1,13 +1,20 @@
 """Cheap ``concurrent.futures.Future`` objects for the producer hot path.
 
 A stock ``Future`` builds its own ``threading.Condition`` (an RLock and a
-Python-level object) and ``set_result`` takes and notifies it: about 1.6 µs
-per message, most of the client's CPU budget. :class:`BatchFuture` is a real
-``concurrent.futures.Future`` subclass whose futures share one condition per
-client; a whole Enqueue answer is applied under one acquisition with one
-``notify_all``. Because a shared condition can wake a waiter for someone
-else's future, ``result`` and ``exception`` wait in a loop until *their*
-future is done or the timeout passes.
+Python-level object) plus two lists in ``__init__``, and ``set_result`` takes
+and notifies the condition: about 1.6 µs per message, most of the client's
+CPU budget — and three objects per message for the garbage collector to
+scan again and again while the caller keeps its futures.
+
+:class:`BatchFuture` is a real ``concurrent.futures.Future`` subclass that
+runs no ``__init__`` at all: its pending state, its condition (one per
+client, a class attribute of a per-client subclass) and "no waiters / no
+callbacks" are class attributes, so a new future is one bare object. The two
+lists ``Future`` code expects (``_waiters``, ``_done_callbacks``) are made on
+first use. A whole Enqueue answer is applied under one acquisition of the
+shared condition with one ``notify_all``. Because a shared condition can
+wake a waiter for someone else's future, ``result`` and ``exception`` wait
+in a loop until *their* future is done or the timeout passes.
 
 This relies on the attribute names of CPython's ``concurrent.futures._base``
 (unchanged since 3.2). :data:`FAST` is False when they are not there, and
@@ -17,7 +24,6 @@ the module then hands out stock futures resolved with ``set_result``.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,14 +32,14 @@ from typing import Any
 
 from .errors import error_for_code
 
-__all__ = ["FAST", "BatchFuture", "FutureFactory", "fail", "resolve"]
-
-log = logging.getLogger("fila")
+__all__ = ["FAST", "BatchFuture", "FutureFactory"]
 
 _PENDING: Any = getattr(_base, "PENDING", None)
 _FINISHED: Any = getattr(_base, "FINISHED", None)
-_CANCELLED_STATES = (getattr(_base, "CANCELLED", None), getattr(_base, "CANCELLED_AND_NOTIFIED", None))
 _EXPECTED = {"_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks"}
+
+#: The ``code`` of an outcome that already is an exception (see :meth:`FutureFactory.settle`).
+FAILED = -1
 
 
 def _internals_match() -> bool:
@@ -47,15 +53,38 @@ FAST = _internals_match()
 
 
 class BatchFuture(cf.Future):  # type: ignore[type-arg]
-    """A ``concurrent.futures.Future`` sharing its condition with its siblings."""
+    """A ``concurrent.futures.Future`` sharing its condition with its siblings.
 
-    def __init__(self, condition: threading.Condition) -> None:
-        self._condition = condition
-        self._state = _PENDING
-        self._result = None
-        self._exception = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Any] = []
+    Instantiate the per-client subclass made by :class:`FutureFactory` (it
+    carries the condition); the constructor takes no arguments and does
+    nothing.
+    """
+
+    __init__ = object.__init__  # C-level: no Python frame per future
+
+    # Class-level defaults, shadowed per instance only once something happens.
+    _condition: threading.Condition
+    _state = _PENDING
+    _result = None
+    _exception = None
+    _w: list[Any] | None = None  # waiters (cf.wait / as_completed), made on first use
+    _cb: list[Any] | None = None  # done callbacks, made on first use
+
+    # ``Future`` code reads and appends to these under the condition (or after the
+    # future finished, when nobody appends any more), so making them lazily is safe.
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        w = self._w
+        if w is None:
+            w = self._w = []
+        return w
+
+    @property
+    def _done_callbacks(self) -> list[Any]:
+        cb = self._cb
+        if cb is None:
+            cb = self._cb = []
+        return cb
 
     def _wait(self, timeout: float | None) -> None:
         # Called with the condition held; returns when done, cancelled or timed out.
@@ -89,78 +118,58 @@ class FutureFactory:
 
     def __init__(self) -> None:
         self.condition = threading.Condition()
-        cond = self.condition
         if FAST:
-            self.new: Callable[[], cf.Future[Any]] = lambda: BatchFuture(cond)
+            # One subclass per client: its futures share this client's condition.
+            self.new: Callable[[], cf.Future[Any]] = type(
+                "BatchFuture", (BatchFuture,), {"__slots__": (), "_condition": self.condition}
+            )
         else:  # pragma: no cover - other interpreters
             self.new = cf.Future
 
-    def resolve(self, futs: Sequence[Any], outcomes: Sequence[Any], is_error: Callable[[Any], bool]) -> None:
-        """Set each future to its outcome (an exception when ``is_error(outcome)``)."""
-        if not FAST:  # pragma: no cover
-            for fut, out in zip(futs, outcomes, strict=True):
-                _set_slow(fut, out, is_error(out))
-            return
-        late: list[Any] = []
-        cond = self.condition
-        with cond:
-            for fut, out in zip(futs, outcomes, strict=True):
-                if fut is None or fut._state is not _PENDING:
-                    continue
-                if is_error(out):
-                    fut._exception = out
-                    fut._state = _FINISHED
-                    if fut._waiters:
-                        for w in fut._waiters:
-                            w.add_exception(fut)
-                else:
-                    fut._result = out
-                    fut._state = _FINISHED
-                    if fut._waiters:
-                        for w in fut._waiters:
-                            w.add_result(fut)
-                if fut._done_callbacks:
-                    late.append(fut)
-            cond.notify_all()
-        for fut in late:
-            fut._invoke_callbacks()
+    def settle(self, futs: Sequence[Any], outcomes: Sequence[tuple[int, Any]]) -> None:
+        """Resolve each future from its ``(code, value)`` outcome.
 
-    def resolve_enqueue(self, futs: Sequence[Any], results: Sequence[tuple[int, str]]) -> None:
-        """Apply an EnqueueResult: ``(0, id)`` → the id; ``(code, text)`` → that code's error."""
+        ``code`` 0: the result is ``value``; :data:`FAILED`: ``value`` is the
+        exception; any other code: the error of that code with text
+        ``value`` (an EnqueueResult item as it comes from the decoder). Futures
+        that are None or already done are skipped.
+        """
         if not FAST:  # pragma: no cover
-            for fut, (code, mid) in zip(futs, results, strict=True):
-                _set_slow(fut, error_for_code(code, mid) if code else mid, bool(code))
+            for fut, (code, value) in zip(futs, outcomes, strict=True):
+                _set_slow(fut, _outcome(code, value), code != 0)
             return
         late: list[Any] = []
-        cond = self.condition
-        with cond:
-            for fut, (code, mid) in zip(futs, results, strict=True):
+        with self.condition:
+            for fut, (code, value) in zip(futs, outcomes, strict=True):
                 if fut is None or fut._state is not _PENDING:
                     continue
                 if code:
-                    fut._exception = error_for_code(code, mid)
+                    fut._exception = value if code == FAILED else error_for_code(code, value)
                     fut._state = _FINISHED
-                    for w in fut._waiters:
-                        w.add_exception(fut)
+                    if fut._w:
+                        for w in fut._w:
+                            w.add_exception(fut)
                 else:
-                    fut._result = mid
+                    fut._result = value
                     fut._state = _FINISHED
-                    if fut._waiters:
-                        for w in fut._waiters:
+                    if fut._w:
+                        for w in fut._w:
                             w.add_result(fut)
-                if fut._done_callbacks:
+                if fut._cb:
                     late.append(fut)
-            cond.notify_all()
+            self.condition.notify_all()
         for fut in late:
             fut._invoke_callbacks()
 
     def fail(self, futs: Sequence[Any], exc: BaseException) -> None:
         """Fail every (pending) future with ``exc``."""
-        self.resolve(futs, [exc] * len(futs), _always)
+        self.settle(futs, [(FAILED, exc)] * len(futs))
 
 
-def _always(_: Any) -> bool:
-    return True
+def _outcome(code: int, value: Any) -> Any:  # pragma: no cover - other interpreters
+    if code == 0 or code == FAILED:
+        return value
+    return error_for_code(code, value)
 
 
 def _set_slow(fut: Any, out: Any, error: bool) -> None:  # pragma: no cover
@@ -173,16 +182,3 @@ def _set_slow(fut: Any, out: Any, error: bool) -> None:  # pragma: no cover
             fut.set_result(out)
     except cf.InvalidStateError:
         pass
-
-
-def resolve(factory: FutureFactory, futs: Sequence[Any], outcomes: Sequence[Any]) -> None:
-    """Resolve with outcomes that are exceptions or values."""
-    factory.resolve(futs, outcomes, _is_exception)
-
-
-def fail(factory: FutureFactory, futs: Sequence[Any], exc: BaseException) -> None:
-    factory.fail(futs, exc)
-
-
-def _is_exception(out: Any) -> bool:
-    return isinstance(out, BaseException)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._connection import Core, Settings
+from ._connection import Core, NullWaiter, Settings
 from .errors import (
     ClientClosedError,
     ConnectError,
@@ -70,21 +70,6 @@ class BlockingWaiter:
         if timeout is None:
             return self._lock.acquire()
         return self._lock.acquire(True, max(timeout, 0.0))
-
-
-class NullWaiter:
-    """A waiter whose answer nobody needs (keepalive Ping)."""
-
-    __slots__ = ("sent",)
-
-    def __init__(self) -> None:
-        self.sent = False
-
-    def complete(self, frame: Any) -> None:
-        pass
-
-    def fail(self, exc: BaseException) -> None:
-        pass
 
 
 class _PlainIO:
@@ -284,6 +269,10 @@ class SyncConnection:
         waiter = BlockingWaiter()
         self.core.register(rid, waiter)
         self.write(data, waiter)
+        return self.wait_answer(rid, waiter, deadline)
+
+    def wait_answer(self, rid: int, waiter: BlockingWaiter, deadline: float) -> Any:
+        """The answer frame of request ``rid`` (sent with ``waiter``); raise its failure or a timeout."""
         if not waiter.wait(deadline - time.monotonic()):
             self.core.pending.pop(rid, None)
             if waiter.frame is None and waiter.error is None:

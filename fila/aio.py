@@ -10,6 +10,7 @@ task polls a stream. Use it from one event loop (it is not thread-safe).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import weakref
@@ -19,28 +20,14 @@ from types import TracebackType
 from typing import Any
 
 from . import _operations as ops
-from ._accumulator import AccumulatorMode, AsyncAccumulator, Linger, check_mode, encode_batches, item_size
-from ._connection import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_CONSUMER_BUFFER,
-    DEFAULT_KEEPALIVE_INTERVAL,
-    DEFAULT_KEEPALIVE_TIMEOUT,
-    DEFAULT_RECONNECT_INITIAL,
-    DEFAULT_RECONNECT_MAX,
-    DEFAULT_REQUEST_TIMEOUT,
-    Backoff,
-    Core,
-    Settings,
-    parse_address,
-)
-from ._tls import PemInput, make_ssl_context
+from ._accumulator import AccumulatorMode, AsyncAccumulator
+from ._connection import Backoff, ClientBase, Core, NullWaiter, Settings
 from .errors import (
     ChannelFullError,
     ClientClosedError,
     ConnectError,
     ConnectionLostError,
     DecodeError,
-    EncodeError,
     FilaConnectionError,
     FilaError,
     NodeNotReadyError,
@@ -51,14 +38,8 @@ from .errors import (
     error_for_code,
 )
 from .protocol import (
-    Opcode,
-    decode_ack_result,
-    decode_enqueue_result,
-    decode_nack_result,
-    encode_ack,
     encode_enqueue,
     encode_message,
-    encode_nack,
 )
 from .types import Acl, ApiKey, ApiKeyInfo, EnqueueResult, Message, Permission, QueueList, Stats
 
@@ -84,19 +65,6 @@ class _Waiter:
     def fail(self, exc: BaseException) -> None:
         if not self.fut.done():
             self.fut.set_exception(exc)
-
-
-class _NullWaiter:
-    __slots__ = ("sent",)
-
-    def __init__(self) -> None:
-        self.sent = False
-
-    def complete(self, frame: Any) -> None:
-        pass
-
-    def fail(self, exc: BaseException) -> None:
-        pass
 
 
 class _Connection(asyncio.Protocol):
@@ -267,28 +235,30 @@ class _Connection(asyncio.Protocol):
             self._seen = False
             self._ka_handle = self.loop.call_later(interval, self._keepalive)
 
-    def _keepalive(self) -> None:
+    def _silent(self) -> bool:
+        """True when nothing came since the keepalive timer was armed (else re-arm it, unless dead)."""
         if self.dead:
-            return
+            return False
         if self._seen or self.reading_paused:
             self._arm_keepalive()
+            return False
+        return True
+
+    def _keepalive(self) -> None:
+        if not self._silent():
             return
         rid = self.core.next_id()
-        self.core.register(rid, _NullWaiter())
+        self.core.register(rid, NullWaiter())
         self.write(b"\x00\x00\x00\x06\x03\x00" + rid.to_bytes(4, "big"))
         self._ka_handle = self.loop.call_later(self.settings.keepalive_timeout, self._keepalive_deadline)
 
     def _keepalive_deadline(self) -> None:
-        if self.dead:
-            return
-        if self._seen or self.reading_paused:
-            self._arm_keepalive()
-            return
-        self.die(
-            ConnectionLostError(
-                f"{self.settings.address} did not answer a keepalive Ping within {self.settings.keepalive_timeout}s"
+        if self._silent():
+            self.die(
+                ConnectionLostError(
+                    f"{self.settings.address} did not answer a keepalive Ping within {self.settings.keepalive_timeout}s"
+                )
             )
-        )
 
     # --------------------------------------------------------- backpressure
 
@@ -303,70 +273,34 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
 
-def _timeout(timeout: float | None, default: float) -> float:
-    return default if timeout is None else timeout
-
-
-class AsyncClient:
+class AsyncClient(ClientBase):
     """The asyncio twin of :class:`fila.Client` (same arguments, same operations, awaited).
 
     ``enqueue_nowait`` returns an ``asyncio.Future``; ``consume`` returns an
-    :class:`AsyncConsumer` (``async for`` / ``async with``).
+    :class:`AsyncConsumer` (``async for`` / ``async with``). The constructor
+    (keyword arguments and defaults) is :class:`ClientBase`'s, the same as
+    :class:`fila.Client`'s.
     """
 
-    def __init__(
-        self,
-        addr: str = "localhost:5555",
-        *,
-        api_key: str | None = None,
-        tls: bool = False,
-        ca_cert: PemInput | None = None,
-        client_cert: PemInput | None = None,
-        client_key: PemInput | None = None,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-        accumulator: AccumulatorMode | Linger = AccumulatorMode.AUTO,
-        keepalive_interval: float | None = DEFAULT_KEEPALIVE_INTERVAL,
-        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
-        consumer_buffer: int = DEFAULT_CONSUMER_BUFFER,
-        reconnect_initial_delay: float = DEFAULT_RECONNECT_INITIAL,
-        reconnect_max_delay: float = DEFAULT_RECONNECT_MAX,
-    ) -> None:
-        host, port = parse_address(addr)
-        self._settings = Settings(
-            host,
-            port,
-            api_key=api_key,
-            ssl_context=make_ssl_context(tls, ca_cert, client_cert, client_key),
-            connect_timeout=connect_timeout,
-            request_timeout=request_timeout,
-            keepalive_interval=keepalive_interval,
-            keepalive_timeout=keepalive_timeout,
-            consumer_buffer=consumer_buffer,
-            reconnect_initial=reconnect_initial_delay,
-            reconnect_max=reconnect_max_delay,
-        )
-        self._mode = check_mode(accumulator)
+    _conn: _Connection | None
+
+    def _setup(self) -> None:
         self._acc: AsyncAccumulator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._conn: _Connection | None = None
+        self._new_future: Callable[[], asyncio.Future[Any]] = _unbound
         self._connect_lock: asyncio.Lock | None = None
-        self._backoff = Backoff(self._settings.reconnect_initial, self._settings.reconnect_max)
-        self._next_attempt = 0.0
-        self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._consumers: weakref.WeakSet[AsyncConsumer] = weakref.WeakSet()
-
-    def __repr__(self) -> str:
-        state = (
-            "closed" if self._closed else ("connected" if self._conn is not None and not self._conn.dead else "idle")
-        )
-        return f"<fila.AsyncClient {self._settings.address} tls={self._settings.ssl_context is not None} {state}>"
 
     def _bind(self) -> AsyncAccumulator:
         acc = self._acc
         if acc is None:
             loop = self._loop = asyncio.get_running_loop()
+            if type(loop).create_future is asyncio.BaseEventLoop.create_future:
+                # What BaseEventLoop.create_future does, minus a Python frame per message.
+                self._new_future = functools.partial(asyncio.Future, loop=loop)
+            else:  # a loop with futures of its own (e.g. uvloop)
+                self._new_future = loop.create_future
             acc = self._acc = AsyncAccumulator(self._mode, self._send_enqueues, loop.call_later)
         return acc
 
@@ -385,15 +319,11 @@ class AsyncClient:
         """Open the connection now (otherwise the first call does)."""
         await self._connection()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     async def close(self, timeout: float | None = None) -> None:
         """Flush queued enqueues, wait for their answers, stop consumers, Disconnect. Idempotent."""
         if self._closed:
             return
-        wait = _timeout(timeout, self._settings.request_timeout)
+        wait = self._wait_or_default(timeout)
         for consumer in list(self._consumers):
             await consumer.close()
         acc = self._acc
@@ -422,21 +352,18 @@ class AsyncClient:
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
         async with self._connect_lock:
-            if self._closed:
-                raise ClientClosedError("the client is closed")
-            conn = self._conn
-            if conn is not None and not conn.dead:
-                return conn
-            wait = self._next_attempt - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(min(wait, self._settings.connect_timeout))
+            live: _Connection | None = self._live_connection()
+            if live is not None:
+                return live
+            pause = self._reconnect_pause()
+            if pause > 0:
+                await asyncio.sleep(pause)
             try:
                 conn = await _Connection.open(self._settings)
             except FilaConnectionError:
-                self._next_attempt = time.monotonic() + self._backoff.next()
+                self._connect_failed()
                 raise
-            self._backoff.reset()
-            self._next_attempt = 0.0
+            self._connect_succeeded()
             self._conn = conn
             return conn
 
@@ -448,49 +375,30 @@ class AsyncClient:
     # ------------------------------------------------------- generic call
 
     async def _call(self, op: ops.Op, timeout: float | None) -> Any:
-        wait = _timeout(timeout, self._settings.request_timeout)
-        deadline = time.monotonic() + wait
-        backoff: Backoff | None = None
+        retry = ops.Retry(time.monotonic() + self._wait_or_default(timeout))
         while True:
             conn = await self._connection()
-            rid = conn.core.next_id()
-            data = encode_message(op.request, rid, op.fields, max_frame_size=conn.core.max_frame_size)
-            frame = await conn.request(rid, data, deadline - time.monotonic())
+            rid, data = ops.encode_op(op, conn.core)
+            frame = await conn.request(rid, data, retry.deadline - time.monotonic())
             try:
                 return ops.parse_response(op, frame.opcode, frame.payload)
-            except ChannelFullError:
-                backoff = backoff or Backoff(0.01, 1.0)
-                delay = backoff.next()
-                if time.monotonic() + delay >= deadline:
-                    raise
-                await asyncio.sleep(delay)
+            except ChannelFullError as exc:
+                await asyncio.sleep(retry.pause_or_raise(exc))
 
-    async def _hot_batch(
-        self,
-        items: list[Any],
-        encode: Callable[..., bytes],
-        decode: Callable[[bytes], list[Any]],
-        result_op: int,
-        size_of: Callable[[Any], int],
-        timeout: float | None,
-    ) -> list[Any]:
-        deadline = time.monotonic() + _timeout(timeout, self._settings.request_timeout)
-        out: list[Any] = [None] * len(items)
-        todo = [(0, len(items))]
-        backoff: Backoff | None = None
-        while todo:
+    async def _hot_batch(self, kind: ops.HotKind, items: list[Any], timeout: float | None) -> list[Any]:
+        """Send ``items`` in as many frames as needed; per item, the decoded result or a ServerError."""
+        if not items:
+            return []
+        deadline = time.monotonic() + self._wait_or_default(timeout)
+        batch = ops.HotBatch(kind, items, deadline)
+        while True:
             conn = await self._connection()
             sent: list[tuple[int, int, int, _Waiter]] = []
-            for start, end in todo:
-                chunk = items[start:end] if (start, end) != (0, len(items)) else items
-                for rid, data, s, e in encode_batches(
-                    encode, chunk, conn.core.max_frame_size, conn.core.next_id, -1, size_of
-                ):
-                    waiter = _Waiter(conn.loop.create_future())
-                    conn.core.register(rid, waiter)
-                    conn.write(data, waiter)
-                    sent.append((rid, start + s, start + e, waiter))
-            todo = []
+            for rid, data, s, e in batch.frames(conn.core):
+                waiter = _Waiter(conn.loop.create_future())
+                conn.core.register(rid, waiter)
+                conn.write(data, waiter)
+                sent.append((rid, s, e, waiter))
             for rid, s, e, waiter in sent:
                 try:
                     frame = await asyncio.wait_for(waiter.fut, max(deadline - time.monotonic(), 0.0))
@@ -499,23 +407,11 @@ class AsyncClient:
                     raise RequestTimeoutError(
                         "no answer within the request timeout", may_have_been_applied=waiter.sent
                     ) from None
-                try:
-                    results = ops.hot_result(frame.opcode, frame.payload, result_op, decode, e - s)
-                except ChannelFullError as exc:
-                    backoff = backoff or Backoff(0.01, 1.0)
-                    if time.monotonic() + backoff._current >= deadline:
-                        out[s:e] = [exc] * (e - s)
-                    else:
-                        todo.append((s, e))
-                    continue
-                except ServerError as exc:
-                    out[s:e] = [exc] * (e - s)
-                    continue
-                out[s:e] = results
-            if todo:
-                assert backoff is not None
-                await asyncio.sleep(backoff.next())
-        return out
+                batch.answer(frame, s, e)
+            delay = batch.retry_delay()
+            if delay is None:
+                return batch.out
+            await asyncio.sleep(delay)
 
     # ---------------------------------------------------------- producing
 
@@ -524,7 +420,7 @@ class AsyncClient:
     ) -> str:
         """Enqueue one message (through the accumulator) and return its id."""
         fut = self.enqueue_nowait(queue, payload, headers)
-        wait = _timeout(timeout, self._settings.request_timeout)
+        wait = self._wait_or_default(timeout)
         try:
             return await asyncio.wait_for(asyncio.shield(fut), wait)
         except asyncio.TimeoutError:
@@ -540,8 +436,7 @@ class AsyncClient:
         if type(queue) is not str or type(payload) is not bytes or (headers is not None and type(headers) is not dict):
             ops.check_enqueue(queue, payload, headers)
         acc = self._acc or self._bind()
-        assert self._loop is not None
-        fut: asyncio.Future[str] = self._loop.create_future()
+        fut = self._new_future()
         acc.submit((queue, headers, payload), fut, len(payload))
         return fut
 
@@ -553,20 +448,7 @@ class AsyncClient:
     ) -> list[EnqueueResult]:
         """Enqueue a batch; one :class:`EnqueueResult` per message (see :meth:`fila.Client.enqueue_many`)."""
         items = [ops.enqueue_item(m) for m in messages]
-        if not items:
-            return []
-        outcomes = await self._hot_batch(
-            items, encode_enqueue, decode_enqueue_result, Opcode.ENQUEUE_RESULT, item_size, timeout
-        )
-        result: list[EnqueueResult] = []
-        append = result.append
-        for out in outcomes:
-            if type(out) is tuple:
-                code, mid = out
-                append(EnqueueResult(mid) if code == 0 else EnqueueResult(None, error_for_code(code, mid)))
-            else:
-                append(EnqueueResult(None, out))
-        return result
+        return ops.enqueue_results(await self._hot_batch(ops.ENQUEUE, items, timeout))
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Send queued enqueues now and wait for their answers; False if the timeout passed first."""
@@ -580,7 +462,7 @@ class AsyncClient:
         fut = self._loop.create_future()
         acc.add_idle_waiter(fut)
         try:
-            await asyncio.wait_for(fut, _timeout(timeout, self._settings.request_timeout))
+            await asyncio.wait_for(fut, self._wait_or_default(timeout))
         except asyncio.TimeoutError:
             return False
         return True
@@ -596,10 +478,7 @@ class AsyncClient:
         try:
             conn = await self._connection()
         except BaseException as exc:
-            err = exc if isinstance(exc, FilaError) else ConnectError(f"could not send: {exc!r}")
-            for f in futs:
-                if not f.done():
-                    f.set_exception(err)
+            _fail_futures(futs, exc if isinstance(exc, FilaError) else ConnectError(f"could not send: {exc!r}"))
             assert self._acc is not None
             self._acc.done()
             if isinstance(exc, asyncio.CancelledError):
@@ -611,11 +490,7 @@ class AsyncClient:
 
     def consume(self, queue: str, *, buffer_size: int | None = None) -> AsyncConsumer:
         """A subscription on a connection of its own (``async for`` / ``async with``)."""
-        if self._closed:
-            raise ClientClosedError("the client is closed")
-        consumer = AsyncConsumer(self, queue, buffer_size or self._settings.consumer_buffer)
-        self._consumers.add(consumer)
-        return consumer
+        return self._add_consumer(AsyncConsumer, queue, buffer_size)
 
     async def ack(self, queue: str, message_id: str, *, timeout: float | None = None) -> None:
         err = (await self.ack_many([(queue, message_id)], timeout=timeout))[0]
@@ -630,20 +505,12 @@ class AsyncClient:
     async def ack_many(
         self, items: Iterable[Message | tuple[str, str]], *, timeout: float | None = None
     ) -> list[ServerError | None]:
-        pairs = [ops.ack_item(i) for i in items]
-        if not pairs:
-            return []
-        out = await self._hot_batch(pairs, encode_ack, decode_ack_result, Opcode.ACK_RESULT, ops.ack_size, timeout)
-        return [_code_error(c) for c in out]
+        return ops.ack_errors(await self._hot_batch(ops.ACK, [ops.ack_item(i) for i in items], timeout))
 
     async def nack_many(
         self, items: Iterable[tuple[Message, str] | tuple[str, str, str]], *, timeout: float | None = None
     ) -> list[ServerError | None]:
-        triples = [ops.nack_item(i) for i in items]
-        if not triples:
-            return []
-        out = await self._hot_batch(triples, encode_nack, decode_nack_result, Opcode.NACK_RESULT, ops.ack_size, timeout)
-        return [_code_error(c) for c in out]
+        return ops.ack_errors(await self._hot_batch(ops.NACK, [ops.nack_item(i) for i in items], timeout))
 
     # -------------------------------------------------------------- admin
 
@@ -701,108 +568,61 @@ class AsyncClient:
         return await self._call(ops.get_acl(key_id), timeout)  # type: ignore[no-any-return]
 
 
-def _code_error(out: Any) -> ServerError | None:
-    if isinstance(out, BaseException):
-        return out  # type: ignore[return-value]
-    return None if out == 0 else error_for_code(out)
+def _unbound() -> asyncio.Future[Any]:  # pragma: no cover - replaced by AsyncClient._bind
+    raise RuntimeError("the client is not bound to an event loop yet")
 
 
-class _AioEnqueueBatch:
+def _fail_futures(futs: list[Any], exc: BaseException) -> None:
+    for fut in futs:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+class _AioEnqueueBatch(ops.EnqueueBatchBase):
     """Waiter of one Enqueue frame from the accumulator: resolves its asyncio futures."""
 
-    __slots__ = ("backoff", "client", "deadline", "futs", "group", "items", "sent")
-
-    def __init__(
-        self, client: AsyncClient, items: list[Any], futs: list[Any], group: list[int], deadline: float
-    ) -> None:
-        self.client = client
-        self.items = items
-        self.futs = futs
-        self.group = group
-        self.deadline = deadline
-        self.backoff: Backoff | None = None
-        self.sent = False
+    __slots__ = ()
+    client: AsyncClient
 
     @staticmethod
     def send(
         client: AsyncClient, conn: _Connection, items: list[Any], futs: list[Any], size: int, deadline: float
     ) -> None:
-        core = conn.core
-        try:
-            frames = encode_batches(encode_enqueue, items, core.max_frame_size, core.next_id, size)
-        except EncodeError:
-            good: list[Any] = []
-            good_futs: list[Any] = []
-            for item, fut in zip(items, futs, strict=True):
-                try:
-                    encode_enqueue(1, [item], core.max_frame_size)
-                except (EncodeError, TypeError, ValueError) as exc:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                else:
-                    good.append(item)
-                    good_futs.append(fut)
-            items, futs = good, good_futs
-            frames = encode_batches(encode_enqueue, items, core.max_frame_size, core.next_id, -1) if items else []
+        acc = client._acc
+        assert acc is not None
+        items, futs, frames = ops.enqueue_frames(conn.core, items, futs, size, _reject)
         if not frames:
-            assert client._acc is not None
-            client._acc.done()
-            return
-        group = [len(frames)]
-        whole = len(items)
-        for rid, data, s, e in frames:
-            if s == 0 and e == whole:
-                batch = _AioEnqueueBatch(client, items, futs, group, deadline)
-            else:
-                batch = _AioEnqueueBatch(client, items[s:e], futs[s:e], group, deadline)
-            core.register(rid, batch)
-            conn.write(data, batch)
-
-    def _finish(self) -> None:
-        self.group[0] -= 1
-        if self.group[0] == 0:
-            acc = self.client._acc
-            assert acc is not None
             acc.done()
+            return
+        group = ops.Group(len(frames), acc.done)
+        for rid, data, part, part_futs in ops.split_frames(frames, items, futs):
+            batch = _AioEnqueueBatch(client, part, part_futs, group, deadline)
+            batch._write(conn, rid, data)
 
-    def complete(self, frame: Any) -> None:
-        try:
-            results = ops.hot_result(
-                frame.opcode, frame.payload, Opcode.ENQUEUE_RESULT, decode_enqueue_result, len(self.futs)
-            )
-        except ChannelFullError as exc:
-            if self._retry(exc):
-                return
-            self._fail_all(exc)
-        except (ServerError, ProtocolError) as exc:
-            self._fail_all(exc)
-        else:
-            for fut, (code, mid) in zip(self.futs, results, strict=True):
-                if fut.done():
-                    continue
-                if code:
+    def _resolve(self, results: list[tuple[int, str]]) -> None:
+        # Once per message: kept lean (a future done already was cancelled by its owner).
+        for fut, (code, mid) in zip(self.futs, results, strict=True):
+            if code:
+                if not fut.done():
                     fut.set_exception(error_for_code(code, mid))
-                else:
+            else:
+                try:
                     fut.set_result(mid)
-        self._finish()
+                except asyncio.InvalidStateError:
+                    pass
 
-    def _fail_all(self, exc: BaseException) -> None:
-        for fut in self.futs:
-            if not fut.done():
-                fut.set_exception(exc)
+    def _fail_futures(self, exc: BaseException) -> None:
+        _fail_futures(self.futs, exc)
 
     def fail(self, exc: BaseException) -> None:
-        self._fail_all(exc)
-        self._finish()
+        _fail_futures(self.futs, exc)
+        self.group.one_done()
 
-    def _retry(self, exc: ChannelFullError) -> bool:
-        self.backoff = self.backoff or Backoff(0.01, 1.0)
-        delay = self.backoff.next()
-        if exc.retry_after_ms:
-            delay = max(delay, exc.retry_after_ms / 1000.0)
-        if time.monotonic() + delay >= self.deadline or self.client._closed or self.client._loop is None:
+    def _resend_later(self, delay: float) -> bool:
+        client = self.client
+        if client._closed or client._loop is None:
             return False
-        self.client._loop.call_later(delay, lambda: self.client._spawn(self._resend()))
+        client._loop.call_later(delay, lambda: client._spawn(self._resend()))
         return True
 
     async def _resend(self) -> None:
@@ -815,9 +635,12 @@ class _AioEnqueueBatch:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        self.sent = False
-        conn.core.register(rid, self)
-        conn.write(data, self)
+        self._write(conn, rid, data)
+
+
+def _reject(fut: Any, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
 
 
 # ------------------------------------------------------------------- consumer
@@ -850,16 +673,10 @@ class AsyncConsumer:
         return self
 
     async def __anext__(self) -> Message:
-        state = self._state
-        if not state.started:
-            await state.start()
         buf = self._buf
-        if buf:
-            msg = buf.popleft()
-            if state.paused and len(buf) <= state.low:
-                state.resume()
-            return msg  # type: ignore[no-any-return]
-        msg = await state.wait(None)
+        if buf and not self._state.paused:  # once per message: the common case inline
+            return buf.popleft()  # type: ignore[no-any-return]
+        msg = await self.get()
         if msg is None:
             raise StopAsyncIteration
         return msg
@@ -869,13 +686,7 @@ class AsyncConsumer:
         state = self._state
         if not state.started:
             await state.start()
-        buf = self._buf
-        if buf:
-            msg = buf.popleft()
-            if state.paused and len(buf) <= state.low:
-                state.resume()
-            return msg  # type: ignore[no-any-return]
-        return await state.wait(timeout)
+        return state.take() if self._buf else await state.wait(timeout)
 
     def ack(self, message: Message) -> None:
         """Acknowledge ``message`` (batched; failures are logged, the message then comes back)."""
@@ -953,12 +764,12 @@ class _AioConsumerState:
                 return
             self.acks = AsyncAccumulator(
                 AccumulatorMode.AUTO,
-                self._sender(encode_ack, decode_ack_result, Opcode.ACK_RESULT, "ack"),
+                self._sender(ops.ACK, "ack"),
                 loop.call_later,
             )
             self.nacks = AsyncAccumulator(
                 AccumulatorMode.AUTO,
-                self._sender(encode_nack, decode_nack_result, Opcode.NACK_RESULT, "nack"),
+                self._sender(ops.NACK, "nack"),
                 loop.call_later,
             )
             deadline = time.monotonic() + self.settings.request_timeout
@@ -990,10 +801,7 @@ class _AioConsumerState:
                 frame = await conn.request(
                     rid, encode_message("ConsumeRequest", rid, {"queue": self.queue}), deadline - time.monotonic()
                 )
-                if frame.opcode == Opcode.ERROR:
-                    raise ops.error_from_frame(frame.payload)
-                if frame.opcode != Opcode.CONSUME_OK:
-                    raise ProtocolError(f"expected ConsumeOk, got opcode 0x{frame.opcode:02x}")
+                ops.check_consume_ok(frame)
             except NotLeaderError as exc:
                 conn.close()
                 if exc.leader_addr:
@@ -1087,14 +895,17 @@ class _AioConsumerState:
                         return None
             finally:
                 self.waiter = None
+        return self.take()
+
+    def take(self) -> Message:
+        """The first buffered message (there is one); resumes reading once the buffer is half empty."""
+        buf = self.buf
         msg = buf.popleft()
         if self.paused and len(buf) <= self.low:
             self.resume()
         return msg  # type: ignore[no-any-return]
 
-    def _sender(
-        self, encode: Callable[..., bytes], decode: Callable[[bytes], list[int]], result_op: int, what: str
-    ) -> Callable[[list[Any], list[Any], int], None]:
+    def _sender(self, kind: ops.HotKind, what: str) -> Callable[[list[Any], list[Any], int], None]:
         def send(items: list[Any], futs: list[Any], size: int) -> None:
             acc = self.acks if what == "ack" else self.nacks
             conn = self.conn
@@ -1105,12 +916,7 @@ class _AioConsumerState:
                     log.warning("%d %ss could not be sent: no connection", len(items), what)
                     acc.done()
                     return
-            core = conn.core
-            frames = encode_batches(encode, items, core.max_frame_size, core.next_id, -1, ops.ack_size)
-            group = [len(frames)]
-            for rid, data, s, e in frames:
-                core.register(rid, _AioAckBatch(items[s:e], decode, result_op, what, group, acc))
-                conn.write(data)
+            ops.send_acks(conn, items, kind, what, acc.done)
 
         return send
 
@@ -1176,44 +982,3 @@ class _AioConsumerState:
             loop.call_soon_threadsafe(finish)
         except RuntimeError:  # pragma: no cover - loop closed meanwhile
             pass
-
-
-class _AioAckBatch:
-    __slots__ = ("acc", "decode", "group", "items", "result_op", "sent", "what")
-
-    def __init__(
-        self,
-        items: list[Any],
-        decode: Callable[[bytes], list[int]],
-        result_op: int,
-        what: str,
-        group: list[int],
-        acc: AsyncAccumulator,
-    ) -> None:
-        self.items = items
-        self.decode = decode
-        self.result_op = result_op
-        self.what = what
-        self.group = group
-        self.acc = acc
-        self.sent = True
-
-    def _finish(self) -> None:
-        self.group[0] -= 1
-        if self.group[0] == 0:
-            self.acc.done()
-
-    def complete(self, frame: Any) -> None:
-        try:
-            codes = ops.hot_result(frame.opcode, frame.payload, self.result_op, self.decode, len(self.items))
-        except FilaError as exc:
-            log.warning("%s of %d messages failed: %s", self.what, len(self.items), exc)
-        else:
-            for item, code in zip(self.items, codes, strict=True):
-                if code:
-                    log.warning("%s of message %s on %r failed: %s", self.what, item[1], item[0], error_for_code(code))
-        self._finish()
-
-    def fail(self, exc: BaseException) -> None:
-        log.warning("%s of %d messages not confirmed: %s", self.what, len(self.items), exc)
-        self._finish()

@@ -22,27 +22,14 @@ from types import TracebackType
 from typing import Any
 
 from . import _operations as ops
-from ._accumulator import AccumulatorMode, Linger, SyncAccumulator, check_mode, encode_batches
-from ._connection import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_CONSUMER_BUFFER,
-    DEFAULT_KEEPALIVE_INTERVAL,
-    DEFAULT_KEEPALIVE_TIMEOUT,
-    DEFAULT_RECONNECT_INITIAL,
-    DEFAULT_RECONNECT_MAX,
-    DEFAULT_REQUEST_TIMEOUT,
-    Backoff,
-    Settings,
-    parse_address,
-)
+from ._accumulator import AccumulatorMode, SyncAccumulator
+from ._connection import Backoff, ClientBase
 from ._futures import FutureFactory
 from ._sync_io import BlockingWaiter, SyncConnection
-from ._tls import PemInput, make_ssl_context
 from .errors import (
     ChannelFullError,
     ClientClosedError,
     ConnectError,
-    EncodeError,
     FilaConnectionError,
     FilaError,
     NodeNotReadyError,
@@ -50,17 +37,10 @@ from .errors import (
     ProtocolError,
     RequestTimeoutError,
     ServerError,
-    error_for_code,
 )
 from .protocol import (
-    Opcode,
-    decode_ack_result,
-    decode_enqueue_result,
-    decode_nack_result,
-    encode_ack,
     encode_enqueue,
     encode_message,
-    encode_nack,
 )
 from .types import Acl, ApiKey, ApiKeyInfo, EnqueueResult, Message, Permission, QueueList, Stats
 
@@ -121,29 +101,11 @@ class _Timers:
             t.join(10.0)
 
 
-class _Group:
-    """Calls ``on_done`` once after ``n`` frames of one send have finished."""
-
-    __slots__ = ("_left", "_lock", "_on_done")
-
-    def __init__(self, n: int, on_done: Callable[[], None]) -> None:
-        self._left = n
-        self._on_done = on_done
-        self._lock = threading.Lock()
-
-    def one_done(self) -> None:
-        with self._lock:
-            self._left -= 1
-            last = self._left == 0
-        if last:
-            self._on_done()
-
-
 def _deadline(timeout: float | None, default: float) -> float:
     return time.monotonic() + (default if timeout is None else timeout)
 
 
-class Client:
+class Client(ClientBase):
     """A thread-safe client for a Fila server.
 
     ``addr`` is ``host:port``, ``[v6]:port`` or a bare host (port 5555). The
@@ -158,55 +120,21 @@ class Client:
 
     ``accumulator`` sets how enqueues are batched: :attr:`AccumulatorMode.AUTO`,
     :class:`Linger` or :attr:`AccumulatorMode.DISABLED`.
+
+    The constructor (keyword arguments and defaults) is :class:`ClientBase`'s,
+    the same for :class:`~fila.AsyncClient`.
     """
 
-    def __init__(
-        self,
-        addr: str = "localhost:5555",
-        *,
-        api_key: str | None = None,
-        tls: bool = False,
-        ca_cert: PemInput | None = None,
-        client_cert: PemInput | None = None,
-        client_key: PemInput | None = None,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-        accumulator: AccumulatorMode | Linger = AccumulatorMode.AUTO,
-        keepalive_interval: float | None = DEFAULT_KEEPALIVE_INTERVAL,
-        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
-        consumer_buffer: int = DEFAULT_CONSUMER_BUFFER,
-        reconnect_initial_delay: float = DEFAULT_RECONNECT_INITIAL,
-        reconnect_max_delay: float = DEFAULT_RECONNECT_MAX,
-    ) -> None:
-        host, port = parse_address(addr)
-        self._settings = Settings(
-            host,
-            port,
-            api_key=api_key,
-            ssl_context=make_ssl_context(tls, ca_cert, client_cert, client_key),
-            connect_timeout=connect_timeout,
-            request_timeout=request_timeout,
-            keepalive_interval=keepalive_interval,
-            keepalive_timeout=keepalive_timeout,
-            consumer_buffer=consumer_buffer,
-            reconnect_initial=reconnect_initial_delay,
-            reconnect_max=reconnect_max_delay,
-        )
+    _conn: SyncConnection | None
+
+    def _setup(self) -> None:
         self._futures = FutureFactory()
         self._new_future = self._futures.new
         self._timers = _Timers()
-        self._acc = SyncAccumulator(check_mode(accumulator), self._send_enqueues, self._timers.call_later)
+        self._acc = SyncAccumulator(self._mode, self._send_enqueues, self._timers.call_later)
         self._submit = self._acc.submit
-        self._conn: SyncConnection | None = None
         self._connect_lock = threading.Lock()
-        self._backoff = Backoff(self._settings.reconnect_initial, self._settings.reconnect_max)
-        self._next_attempt = 0.0
-        self._closed = False
         self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else ("connected" if self._conn is not None and self._conn.alive else "idle")
-        return f"<fila.Client {self._settings.address} tls={self._settings.ssl_context is not None} {state}>"
 
     # ----------------------------------------------------------- lifecycle
 
@@ -226,10 +154,6 @@ class Client:
         """The node id the server reported in its handshake (0 for a single node)."""
         return self._connection().core.node_id
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self, timeout: float | None = None) -> None:
         """Flush queued enqueues and wait for their answers, stop consumers, send Disconnect, close.
 
@@ -239,7 +163,7 @@ class Client:
         """
         if self._closed:
             return
-        wait = self._settings.request_timeout if timeout is None else timeout
+        wait = self._wait_or_default(timeout)
         for consumer in list(self._consumers):
             consumer.close()
         self._acc.close(wait)
@@ -258,22 +182,19 @@ class Client:
 
     def _reconnect(self) -> SyncConnection:
         with self._connect_lock:
-            if self._closed:
-                raise ClientClosedError("the client is closed")
-            conn = self._conn
-            if conn is not None and not conn.dead:
-                return conn
-            wait = self._next_attempt - time.monotonic()
-            if wait > 0:
-                time.sleep(min(wait, self._settings.connect_timeout))
+            live: SyncConnection | None = self._live_connection()
+            if live is not None:
+                return live
+            pause = self._reconnect_pause()
+            if pause > 0:
+                time.sleep(pause)
             conn = SyncConnection(self._settings)
             try:
                 conn.open()
             except FilaConnectionError:
-                self._next_attempt = time.monotonic() + self._backoff.next()
+                self._connect_failed()
                 raise
-            self._backoff.reset()
-            self._next_attempt = 0.0
+            self._connect_succeeded()
             conn.start("fila-reader")
             self._conn = conn
             return conn
@@ -281,68 +202,35 @@ class Client:
     # -------------------------------------------------------- generic call
 
     def _call(self, op: ops.Op, timeout: float | None) -> Any:
-        deadline = _deadline(timeout, self._settings.request_timeout)
-        backoff: Backoff | None = None
+        retry = ops.Retry(_deadline(timeout, self._settings.request_timeout))
         while True:
             conn = self._connection()
-            rid = conn.core.next_id()
-            data = encode_message(op.request, rid, op.fields, max_frame_size=conn.core.max_frame_size)
-            frame = conn.request(rid, data, deadline)
+            rid, data = ops.encode_op(op, conn.core)
+            frame = conn.request(rid, data, retry.deadline)
             try:
                 return ops.parse_response(op, frame.opcode, frame.payload)
-            except ChannelFullError:
-                backoff = backoff or Backoff(0.01, 1.0)
-                delay = backoff.next()
-                if time.monotonic() + delay >= deadline:
-                    raise
-                time.sleep(delay)
+            except ChannelFullError as exc:
+                time.sleep(retry.pause_or_raise(exc))
 
-    def _hot_batch(
-        self,
-        items: list[Any],
-        encode: Callable[..., bytes],
-        decode: Callable[[bytes], list[Any]],
-        result_op: int,
-        size_of: Callable[[Any], int],
-        timeout: float | None,
-    ) -> list[Any]:
+    def _hot_batch(self, kind: ops.HotKind, items: list[Any], timeout: float | None) -> list[Any]:
         """Send ``items`` in as many frames as needed; per item, the decoded result or a ServerError."""
-        deadline = _deadline(timeout, self._settings.request_timeout)
-        out: list[Any] = [None] * len(items)
-        todo = [(0, len(items))]
-        backoff: Backoff | None = None
-        while todo:
+        if not items:
+            return []
+        batch = ops.HotBatch(kind, items, _deadline(timeout, self._settings.request_timeout))
+        while True:
             conn = self._connection()
             sent: list[tuple[int, int, int, BlockingWaiter]] = []
-            for start, end in todo:
-                chunk = items[start:end] if (start, end) != (0, len(items)) else items
-                for rid, data, s, e in encode_batches(
-                    encode, chunk, conn.core.max_frame_size, conn.core.next_id, -1, size_of
-                ):
-                    waiter = BlockingWaiter()
-                    conn.core.register(rid, waiter)
-                    conn.write(data, waiter)
-                    sent.append((rid, start + s, start + e, waiter))
-            todo = []
+            for rid, data, s, e in batch.frames(conn.core):
+                waiter = BlockingWaiter()
+                conn.core.register(rid, waiter)
+                conn.write(data, waiter)
+                sent.append((rid, s, e, waiter))
             for rid, s, e, waiter in sent:
-                frame = _wait_frame(conn, rid, waiter, deadline)
-                try:
-                    results = ops.hot_result(frame.opcode, frame.payload, result_op, decode, e - s)
-                except ChannelFullError as exc:
-                    backoff = backoff or Backoff(0.01, 1.0)
-                    if time.monotonic() + backoff._current >= deadline:
-                        out[s:e] = [exc] * (e - s)
-                    else:
-                        todo.append((s, e))
-                    continue
-                except ServerError as exc:
-                    out[s:e] = [exc] * (e - s)
-                    continue
-                out[s:e] = results
-            if todo:
-                assert backoff is not None
-                time.sleep(backoff.next())
-        return out
+                batch.answer(conn.wait_answer(rid, waiter, batch.deadline), s, e)
+            delay = batch.retry_delay()
+            if delay is None:
+                return batch.out
+            time.sleep(delay)
 
     # ----------------------------------------------------------- producing
 
@@ -354,7 +242,7 @@ class Client:
         Goes through the accumulator, so concurrent calls share frames.
         """
         fut = self.enqueue_nowait(queue, payload, headers)
-        wait = self._settings.request_timeout if timeout is None else timeout
+        wait = self._wait_or_default(timeout)
         try:
             return fut.result(wait)
         except FutureTimeoutError:
@@ -387,24 +275,11 @@ class Client:
         cut to the server's frame size. Transport failures raise.
         """
         items = [ops.enqueue_item(m) for m in messages]
-        if not items:
-            return []
-        outcomes = self._hot_batch(
-            items, encode_enqueue, decode_enqueue_result, Opcode.ENQUEUE_RESULT, _enqueue_size, timeout
-        )
-        result: list[EnqueueResult] = []
-        append = result.append
-        for out in outcomes:
-            if type(out) is tuple:
-                code, mid = out
-                append(EnqueueResult(mid) if code == 0 else EnqueueResult(None, error_for_code(code, mid)))
-            else:
-                append(EnqueueResult(None, out))
-        return result
+        return ops.enqueue_results(self._hot_batch(ops.ENQUEUE, items, timeout))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send queued enqueues now and wait for their answers; False if ``timeout`` passed first."""
-        return self._acc.drain(self._settings.request_timeout if timeout is None else timeout)
+        return self._acc.drain(self._wait_or_default(timeout))
 
     def _send_enqueues(self, items: list[Any], futs: list[Any], size: int) -> None:
         """Accumulator callback: put a batch on the wire (never raises)."""
@@ -416,7 +291,7 @@ class Client:
             acc_done()
             return
         _EnqueueBatch.send(
-            self, conn, items, futs, size, _Group(1, acc_done), _deadline(None, self._settings.request_timeout)
+            self, conn, items, futs, size, ops.Group(1, acc_done), _deadline(None, self._settings.request_timeout)
         )
 
     # ----------------------------------------------------------- consuming
@@ -429,11 +304,7 @@ class Client:
         :meth:`Consumer.close`) cancels the subscription. Raises here if the
         subscription is refused (e.g. :class:`~fila.errors.ForbiddenError`).
         """
-        if self._closed:
-            raise ClientClosedError("the client is closed")
-        consumer = Consumer(self, queue, buffer_size or self._settings.consumer_buffer)
-        self._consumers.add(consumer)
-        return consumer
+        return self._add_consumer(Consumer, queue, buffer_size)
 
     def ack(self, queue: str, message_id: str, *, timeout: float | None = None) -> None:
         """Acknowledge one delivered message (raises e.g. MessageNotFoundError)."""
@@ -451,21 +322,13 @@ class Client:
         self, items: Iterable[Message | tuple[str, str]], *, timeout: float | None = None
     ) -> list[ServerError | None]:
         """Ack several messages (``Message`` or ``(queue, message_id)``); per item None or its error."""
-        pairs = [ops.ack_item(i) for i in items]
-        if not pairs:
-            return []
-        out = self._hot_batch(pairs, encode_ack, decode_ack_result, Opcode.ACK_RESULT, ops.ack_size, timeout)
-        return [_code_error(c) for c in out]
+        return ops.ack_errors(self._hot_batch(ops.ACK, [ops.ack_item(i) for i in items], timeout))
 
     def nack_many(
         self, items: Iterable[tuple[Message, str] | tuple[str, str, str]], *, timeout: float | None = None
     ) -> list[ServerError | None]:
         """Nack several messages (``(queue, message_id, error)`` or ``(Message, error)``)."""
-        triples = [ops.nack_item(i) for i in items]
-        if not triples:
-            return []
-        out = self._hot_batch(triples, encode_nack, decode_nack_result, Opcode.NACK_RESULT, ops.ack_size, timeout)
-        return [_code_error(c) for c in out]
+        return ops.ack_errors(self._hot_batch(ops.NACK, [ops.nack_item(i) for i in items], timeout))
 
     # --------------------------------------------------------------- admin
 
@@ -532,18 +395,6 @@ class Client:
 # --------------------------------------------------------------------- helpers
 
 
-def _enqueue_size(item: tuple[str, Any, Any]) -> int:
-    from ._accumulator import item_size
-
-    return item_size(item)
-
-
-def _code_error(out: Any) -> ServerError | None:
-    if isinstance(out, BaseException):
-        return out  # type: ignore[return-value]
-    return None if out == 0 else error_for_code(out)
-
-
 def _as_fila_error(exc: BaseException) -> BaseException:
     if isinstance(exc, FilaError):
         return exc
@@ -552,32 +403,11 @@ def _as_fila_error(exc: BaseException) -> BaseException:
     return err
 
 
-def _wait_frame(conn: SyncConnection, rid: int, waiter: BlockingWaiter, deadline: float) -> Any:
-    if not waiter.wait(deadline - time.monotonic()):
-        conn.core.pending.pop(rid, None)
-        if waiter.frame is None and waiter.error is None:
-            raise RequestTimeoutError(
-                f"no answer from {conn.settings.address} within the request timeout",
-                may_have_been_applied=waiter.sent,
-            )
-    if waiter.error is not None:
-        raise waiter.error
-    return waiter.frame
-
-
-class _EnqueueBatch:
+class _EnqueueBatch(ops.EnqueueBatchBase):
     """Waiter of one Enqueue frame sent for the accumulator: resolves its futures."""
 
-    __slots__ = ("backoff", "client", "deadline", "futs", "group", "items", "sent")
-
-    def __init__(self, client: Client, items: list[Any], futs: list[Any], group: _Group, deadline: float) -> None:
-        self.client = client
-        self.items = items
-        self.futs = futs
-        self.group = group
-        self.deadline = deadline
-        self.backoff: Backoff | None = None
-        self.sent = False
+    __slots__ = ()
+    client: Client
 
     @staticmethod
     def send(
@@ -586,46 +416,27 @@ class _EnqueueBatch:
         items: list[Any],
         futs: list[Any],
         size: int,
-        group: _Group,
+        group: ops.Group,
         deadline: float,
     ) -> None:
         """Encode ``items`` into frames (one group member becomes one per frame) and write them."""
         core = conn.core
-        try:
-            frames = encode_batches(encode_enqueue, items, core.max_frame_size, core.next_id, size)
-        except EncodeError:
-            items, futs = _drop_unencodable(client._futures, items, futs, core.max_frame_size)
-            frames = encode_batches(encode_enqueue, items, core.max_frame_size, core.next_id, -1) if items else []
+        fail = client._futures.fail
+        items, futs, frames = ops.enqueue_frames(core, items, futs, size, lambda fut, exc: fail([fut], exc))
         if not frames:
             group.one_done()
             return
         if len(frames) > 1:
-            with group._lock:
-                group._left += len(frames) - 1
-        whole = len(items)
-        for rid, data, s, e in frames:
-            if s == 0 and e == whole:
-                batch = _EnqueueBatch(client, items, futs, group, deadline)
-            else:
-                batch = _EnqueueBatch(client, items[s:e], futs[s:e], group, deadline)
-            core.register(rid, batch)
-            conn.write(data, batch)
+            group.add(len(frames) - 1)
+        for rid, data, part, part_futs in ops.split_frames(frames, items, futs):
+            batch = _EnqueueBatch(client, part, part_futs, group, deadline)
+            batch._write(conn, rid, data)
 
-    def complete(self, frame: Any) -> None:
-        futures = self.client._futures
-        try:
-            results = ops.hot_result(
-                frame.opcode, frame.payload, Opcode.ENQUEUE_RESULT, decode_enqueue_result, len(self.futs)
-            )
-        except ChannelFullError as exc:
-            if self._retry(exc):
-                return
-            futures.fail(self.futs, exc)
-        except (ServerError, ProtocolError) as exc:
-            futures.fail(self.futs, exc)
-        else:
-            futures.resolve_enqueue(self.futs, results)
-        self.group.one_done()
+    def _resolve(self, results: list[tuple[int, str]]) -> None:
+        self.client._futures.settle(self.futs, results)
+
+    def _fail_futures(self, exc: BaseException) -> None:
+        self.client._futures.fail(self.futs, exc)
 
     def fail(self, exc: BaseException) -> None:
         self.client._futures.fail(self.futs, exc)
@@ -633,12 +444,8 @@ class _EnqueueBatch:
         # accumulator sends next may need a new connection.
         self.client._timers.call_later(0.0, self.group.one_done)
 
-    def _retry(self, exc: ChannelFullError) -> bool:
-        self.backoff = self.backoff or Backoff(0.01, 1.0)
-        delay = self.backoff.next()
-        if exc.retry_after_ms:
-            delay = max(delay, exc.retry_after_ms / 1000.0)
-        if time.monotonic() + delay >= self.deadline or self.client._closed:
+    def _resend_later(self, delay: float) -> bool:
+        if self.client._closed:
             return False
         self.client._timers.call_later(delay, self._resend)
         return True
@@ -651,25 +458,7 @@ class _EnqueueBatch:
         except BaseException as exc:
             self.fail(_as_fila_error(exc))
             return
-        self.sent = False
-        conn.core.register(rid, self)
-        conn.write(data, self)
-
-
-def _drop_unencodable(
-    factory: FutureFactory, items: list[Any], futs: list[Any], max_frame_size: int
-) -> tuple[list[Any], list[Any]]:
-    good_items: list[Any] = []
-    good_futs: list[Any] = []
-    for item, fut in zip(items, futs, strict=True):
-        try:
-            encode_enqueue(1, [item], max_frame_size)
-        except (EncodeError, TypeError, ValueError) as exc:
-            factory.fail([fut], exc)
-        else:
-            good_items.append(item)
-            good_futs.append(fut)
-    return good_items, good_futs
+        self._write(conn, rid, data)
 
 
 # --------------------------------------------------------------------- consumer
@@ -791,12 +580,12 @@ class _ConsumerState:
         self.backoff = Backoff(self.settings.reconnect_initial, self.settings.reconnect_max)
         self.acks = SyncAccumulator(
             AccumulatorMode.AUTO,
-            self._sender(encode_ack, decode_ack_result, Opcode.ACK_RESULT, "ack"),
+            self._sender(ops.ACK, "ack"),
             self.timers.call_later,
         )
         self.nacks = SyncAccumulator(
             AccumulatorMode.AUTO,
-            self._sender(encode_nack, decode_nack_result, Opcode.NACK_RESULT, "nack"),
+            self._sender(ops.NACK, "nack"),
             self.timers.call_later,
         )
 
@@ -835,11 +624,7 @@ class _ConsumerState:
             try:
                 conn.write(encode_message("ConsumeRequest", rid, {"queue": self.queue}), waiter)
                 conn.pump(waiter, deadline)
-                frame = waiter.frame
-                if frame.opcode == Opcode.ERROR:
-                    raise ops.error_from_frame(frame.payload)
-                if frame.opcode != Opcode.CONSUME_OK:
-                    raise ProtocolError(f"expected ConsumeOk, got opcode 0x{frame.opcode:02x}")
+                ops.check_consume_ok(waiter.frame)
             except NotLeaderError as exc:
                 conn.close()
                 if exc.leader_addr:
@@ -943,9 +728,7 @@ class _ConsumerState:
                 self.cond.notify_all()
         return msg  # type: ignore[no-any-return]
 
-    def _sender(
-        self, encode: Callable[..., bytes], decode: Callable[[bytes], list[int]], result_op: int, what: str
-    ) -> Callable[[list[Any], list[Any], int], None]:
+    def _sender(self, kind: ops.HotKind, what: str) -> Callable[[list[Any], list[Any], int], None]:
         def send(items: list[Any], futs: list[Any], size: int) -> None:
             acc = self.acks if what == "ack" else self.nacks
             conn = self.conn
@@ -959,13 +742,7 @@ class _ConsumerState:
                     log.warning("%d %ss could not be sent: %s", len(items), what, exc)
                     acc.done()
                     return
-            core = conn.core
-            frames = encode_batches(encode, items, core.max_frame_size, core.next_id, -1, ops.ack_size)
-            group = _Group(len(frames), acc.done)
-            for rid, data, s, e in frames:
-                w = _AckBatch(items[s:e], decode, result_op, what, group)
-                core.register(rid, w)
-                conn.write(data, w)
+            ops.send_acks(conn, items, kind, what, acc.done)
 
         return send
 
@@ -1007,34 +784,3 @@ class _ConsumerState:
         t = self.thread
         if t is not None and not in_reader:
             t.join(5.0)
-
-
-class _AckBatch:
-    """Waiter of one Ack/Nack frame sent by a consumer: failures are logged."""
-
-    __slots__ = ("decode", "group", "items", "result_op", "sent", "what")
-
-    def __init__(
-        self, items: list[Any], decode: Callable[[bytes], list[int]], result_op: int, what: str, group: _Group
-    ) -> None:
-        self.items = items
-        self.decode = decode
-        self.result_op = result_op
-        self.what = what
-        self.group = group
-        self.sent = False
-
-    def complete(self, frame: Any) -> None:
-        try:
-            codes = ops.hot_result(frame.opcode, frame.payload, self.result_op, self.decode, len(self.items))
-        except FilaError as exc:
-            log.warning("%s of %d messages failed: %s", self.what, len(self.items), exc)
-        else:
-            for item, code in zip(self.items, codes, strict=True):
-                if code:
-                    log.warning("%s of message %s on %r failed: %s", self.what, item[1], item[0], error_for_code(code))
-        self.group.one_done()
-
-    def fail(self, exc: BaseException) -> None:
-        log.warning("%s of %d messages not confirmed: %s", self.what, len(self.items), exc)
-        self.group.one_done()
