@@ -5,11 +5,19 @@ Same names, signatures, return values, exception types and messages as the
 pure twin; every failure is built by :mod:`fila.protocol._failures`. Reads go
 through a ``{buf, len, pos}`` reader with a bounds check before each load;
 big-endian integers are loaded with ``memcpy`` and a byte swap; strings are
-decoded strictly straight from the input buffer. Encoders size the frame
-first, allocate one ``bytes`` and write through its pointer.
+decoded strictly straight from the input buffer (ASCII: checked a word at a
+time, then ``PyUnicode_New`` + copy). Encoders size the frame first, allocate
+one ``bytes`` and write through its pointer; Enqueue walks each headers dict
+once (into a scratch buffer) and copies every payload exactly once.
 
-No module-level mutable state: repeated strings are reused through a small
-cache that lives on the stack of one call, or inside one ``FrameReader``.
+No module-level mutable state: repeated strings (queue, header keys and
+values, fairness key, throttle keys) are reused through a small hash table
+keyed by their raw bytes, and a Delivery message's fairness key, weight and
+throttle_keys tuple are reused whole when their bytes equal the previous
+message's. That cache lives on the stack of one ``decode_delivery`` call, or
+inside one ``FrameReader`` (used under its critical section). A Delivery
+frame the reader decoded cuts its ``payload`` from the fed ``bytes`` only
+when asked for it.
 """
 
 cimport cython
@@ -20,12 +28,12 @@ from cpython.dict cimport PyDict_CheckExact, PyDict_Next, PyDict_SetItem, PyDict
 from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches
 from cpython.list cimport PyList_AsTuple, PyList_Check, PyList_CheckExact
 from cpython.long cimport PyLong_Check, PyLong_CheckExact, PyLong_FromUnsignedLong, PyLong_FromUnsignedLongLong
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_Check, PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy, memmove
+from libc.string cimport memcpy, memmove
 
 from fila import errors as _errors  # a module: fila.errors is still importing when we are
 from fila.protocol import _failures
@@ -69,8 +77,11 @@ cdef extern from "Python.h":
     object PyDict_New()
     int PyObject_GetBuffer(object o, Py_buffer *view, int flags)  # no auto-raise: we fall back
     void _list_set "PyList_SET_ITEM"(object o, Py_ssize_t i, object v)
+    void _list_set_raw "PyList_SET_ITEM"(object o, Py_ssize_t i, PyObject *v)
     Py_ssize_t PyByteArray_GET_SIZE(object o)
     object PyBool_FromLong(long v)
+    void PyObject_GC_Track(object o)
+    void PyObject_GC_UnTrack(object o)
 
 # Unaligned-safe big-endian loads and stores (memcpy + byte swap), an ASCII
 # check and a small hash for the repeated-string cache.
@@ -105,17 +116,87 @@ cdef extern from *:
     static inline uint64_t fila_ld64(const char *p) { uint64_t v; memcpy(&v, p, 8); return FILA_BE64(v); }
     static inline void fila_st16(char *p, uint16_t v) { v = FILA_BE16(v); memcpy(p, &v, 2); }
     static inline void fila_st32(char *p, uint32_t v) { v = FILA_BE32(v); memcpy(p, &v, 4); }
+    /* Short strings are read with (possibly overlapping) whole-word loads:
+       no byte loop, and no byte-wise copy into a word (a store-forwarding stall). */
+    static inline uint64_t fila_word(const char *p, Py_ssize_t n) {  /* 0 < n < 8 */
+        uint32_t a, b;
+        if (n >= 4) {
+            memcpy(&a, p, 4); memcpy(&b, p + n - 4, 4);
+            return ((uint64_t)a << 32) | b;
+        }
+        return (uint64_t)(uint8_t)p[0] | ((uint64_t)(uint8_t)p[n >> 1] << 8) | ((uint64_t)(uint8_t)p[n - 1] << 16);
+    }
     static inline int fila_is_ascii(const char *p, Py_ssize_t n) {
-        uint64_t acc = 0;
-        while (n >= 8) { uint64_t v; memcpy(&v, p, 8); acc |= v; p += 8; n -= 8; }
-        while (n > 0) { acc |= (uint8_t)*p; p++; n--; }
+        uint64_t acc = 0, v;
+        const char *last;
+        if (n < 8)
+            return n <= 0 || (fila_word(p, n) & 0x8080808080808080ULL) == 0;
+        last = p + n - 8;
+        while (p < last) { memcpy(&v, p, 8); acc |= v; p += 8; }
+        memcpy(&v, last, 8);
+        return ((acc | v) & 0x8080808080808080ULL) == 0;
+    }
+    /* Both at once, for strings the repeated-string cache may hold (0 < n). */
+    static inline int fila_ascii_hash(const char *p, Py_ssize_t n, uint64_t *out) {
+        uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, acc = 0, v;
+        const char *last;
+        if (n < 8) {
+            v = fila_word(p, n);
+            acc = v;
+            h = (h ^ v) * 0x94D049BB133111EBULL;
+        } else {
+            last = p + n - 8;
+            while (p < last) { memcpy(&v, p, 8); acc |= v; h = (h ^ v) * 0xBF58476D1CE4E5B9ULL; p += 8; }
+            memcpy(&v, last, 8);
+            acc |= v;
+            h = (h ^ v) * 0x94D049BB133111EBULL;
+        }
+        *out = h ^ (h >> 31);
         return (acc & 0x8080808080808080ULL) == 0;
     }
-    static inline uint64_t fila_hash(const char *p, Py_ssize_t n) {
-        uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
-        while (n >= 8) { uint64_t v; memcpy(&v, p, 8); h = (h ^ v) * 0xBF58476D1CE4E5B9ULL; p += 8; n -= 8; }
-        if (n > 0) { uint64_t v = 0; memcpy(&v, p, (size_t)n); h = (h ^ v) * 0x94D049BB133111EBULL; }
-        return h ^ (h >> 31);
+    static inline int fila_eq(const char *a, const char *b, Py_ssize_t n) {  /* 0 < n */
+        uint64_t x, y;
+        Py_ssize_t i;
+        if (n < 8)
+            return fila_word(a, n) == fila_word(b, n);
+        for (i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8); memcpy(&y, b + i, 8);
+            if (x != y) return 0;
+        }
+        memcpy(&x, a + n - 8, 8); memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    /* Copy n bytes, short ones inline (no call into libc). */
+    static inline void fila_copy(char *d, const char *s, Py_ssize_t n) {
+        uint64_t a, b, c, e;
+        uint32_t x, y;
+        if (n <= 16) {
+            if (n >= 8) {
+                memcpy(&a, s, 8); memcpy(&b, s + n - 8, 8);
+                memcpy(d, &a, 8); memcpy(d + n - 8, &b, 8);
+            } else if (n >= 4) {
+                memcpy(&x, s, 4); memcpy(&y, s + n - 4, 4);
+                memcpy(d, &x, 4); memcpy(d + n - 4, &y, 4);
+            } else if (n > 0) {
+                char p = s[0], q = s[n >> 1], r = s[n - 1];
+                d[0] = p; d[n >> 1] = q; d[n - 1] = r;
+            }
+        } else if (n <= 32) {
+            memcpy(&a, s, 8); memcpy(&b, s + 8, 8); memcpy(&c, s + n - 16, 8); memcpy(&e, s + n - 8, 8);
+            memcpy(d, &a, 8); memcpy(d + 8, &b, 8); memcpy(d + n - 16, &c, 8); memcpy(d + n - 8, &e, 8);
+        } else {
+            memcpy(d, s, (size_t)n);
+        }
+    }
+    static inline const char *fila_ascii_data(PyObject *o) { return (const char *)(((PyASCIIObject *)o) + 1); }
+    static inline int fila_ctz64(uint64_t x) {  /* x != 0 */
+    #if defined(__GNUC__) || defined(__clang__)
+        return __builtin_ctzll(x);
+    #else
+        int i = 0;
+        while (!(x & 1)) { x >>= 1; i++; }
+        return i;
+    #endif
     }
     static inline double fila_f64(uint64_t bits) { double d; memcpy(&d, &bits, 8); return d; }
     """
@@ -125,8 +206,12 @@ cdef extern from *:
     void fila_st16(char *p, uint16_t v) nogil
     void fila_st32(char *p, uint32_t v) nogil
     bint fila_is_ascii(const char *p, Py_ssize_t n) nogil
-    uint64_t fila_hash(const char *p, Py_ssize_t n) nogil
+    bint fila_ascii_hash(const char *p, Py_ssize_t n, uint64_t *out) nogil
+    bint fila_eq(const char *a, const char *b, Py_ssize_t n) nogil
     double fila_f64(uint64_t bits) nogil
+    int fila_ctz64(uint64_t x) nogil
+    void fila_copy(char *d, const char *s, Py_ssize_t n) nogil
+    const char *fila_ascii_data(object o)
 
 # Typed limits: comparing a C integer with a Python literal above INT_MAX
 # would build Python ints on every call.
@@ -171,59 +256,152 @@ cdef int _count_exceeds(object what, Py_ssize_t offset, uint64_t count) except -
 # ------------------------------------------------------- repeated strings
 
 cdef enum:
-    CACHE_SLOTS = 64
+    CACHE_SLOTS = 64  # the bitmap of used slots is one uint64_t (fila_cache below too)
     CACHE_MAX_LEN = 64
+    TAIL_RAW_MAX = 128
 
-ctypedef struct cache_entry:
-    PyObject *s
-    uint64_t h
-    Py_ssize_t n
-
-ctypedef struct str_cache:
-    cache_entry e[CACHE_SLOTS]
+# Defined in C so that the hit path (fila_cache_find) can be forced inline.
+cdef extern from *:
+    """
+    typedef struct {
+        PyObject *s;
+        const char *d;   /* its characters (a compact ASCII str) */
+        uint64_t h;
+        Py_ssize_t n;
+        int hit;         /* reused since stored (or since it last fended off a newcomer) */
+    } fila_centry;
+    typedef struct {
+        uint64_t used;   /* bit i: e[i] holds a string (so a fresh cache costs one store) */
+        fila_centry e[64];
+        /* The last Delivery message's fairness_key, weight and throttle_keys,
+           and their raw bytes: reused whole when the next message has the same bytes. */
+        PyObject *tail_fkey;
+        PyObject *tail_tkeys;
+        uint32_t tail_weight;
+        Py_ssize_t tail_len;
+        char tail_raw[128];
+    } fila_cache;
+    #if defined(__GNUC__) || defined(__clang__)
+    #  define FILA_ALWAYS_INLINE inline __attribute__((always_inline))
+    #elif defined(_MSC_VER)
+    #  define FILA_ALWAYS_INLINE __forceinline
+    #else
+    #  define FILA_ALWAYS_INLINE inline
+    #endif
+    static inline int fila_slot(uint64_t h) { return (int)((h * 0x9E3779B97F4A7C15ULL) >> 58); }
+    /* The cached str (borrowed) for the n bytes at p, or NULL. *h gets the
+       hash, or stays 0 when the string cannot be cached (empty, long, not ASCII). */
+    static FILA_ALWAYS_INLINE PyObject *fila_cache_find(fila_cache *c, const char *p, Py_ssize_t n, uint64_t *hp) {
+        uint64_t h;
+        int slot;
+        fila_centry *e;
+        *hp = 0;
+        if (n == 0 || n > 64 || !fila_ascii_hash(p, n, &h))
+            return NULL;
+        h |= 1;  /* never 0 */
+        *hp = h;
+        slot = fila_slot(h);
+        e = &c->e[slot];
+        if (((c->used >> slot) & 1) && e->h == h && e->n == n && fila_eq(e->d, p, n)) {
+            e->hit = 1;
+            return e->s;
+        }
+        return NULL;
+    }
+    """
+    ctypedef struct cache_entry "fila_centry":
+        PyObject *s
+        const char *d
+        uint64_t h
+        Py_ssize_t n
+        bint hit
+    ctypedef struct str_cache "fila_cache":
+        uint64_t used
+        cache_entry e[64]
+        PyObject *tail_fkey
+        PyObject *tail_tkeys
+        uint32_t tail_weight
+        Py_ssize_t tail_len
+        char tail_raw[128]
+    int fila_slot(uint64_t h) nogil
+    PyObject *fila_cache_find(str_cache *c, const char *p, Py_ssize_t n, uint64_t *h) nogil
 
 
 cdef inline void _cache_init(str_cache *c) noexcept nogil:
-    cdef int i
-    for i in range(CACHE_SLOTS):
-        c.e[i].s = NULL
+    c.used = 0
+    c.tail_fkey = NULL
+    c.tail_tkeys = NULL
+    c.tail_len = 0
 
 
 cdef void _cache_clear(str_cache *c) noexcept:
+    cdef uint64_t used = c.used
     cdef int i
-    for i in range(CACHE_SLOTS):
-        if c.e[i].s != NULL:
-            Py_XDECREF(c.e[i].s)
-            c.e[i].s = NULL
+    c.used = 0
+    while used:
+        i = fila_ctz64(used)
+        used &= used - 1
+        Py_XDECREF(c.e[i].s)
+        c.e[i].s = NULL
+    Py_XDECREF(c.tail_fkey)
+    Py_XDECREF(c.tail_tkeys)
+    c.tail_fkey = NULL
+    c.tail_tkeys = NULL
+    c.tail_len = 0
+
+
+cdef void _cache_tail(str_cache *c, const char *raw, Py_ssize_t n, object fkey, uint32_t weight,
+                      object tkeys) noexcept:
+    Py_INCREF(fkey)
+    Py_INCREF(tkeys)
+    Py_XDECREF(c.tail_fkey)
+    Py_XDECREF(c.tail_tkeys)
+    c.tail_fkey = <PyObject *>fkey
+    c.tail_tkeys = <PyObject *>tkeys
+    c.tail_weight = weight
+    c.tail_len = n
+    memcpy(c.tail_raw, raw, <size_t>n)
 
 
 cdef inline object _ascii_str(const char *p, Py_ssize_t n):
     s = PyUnicode_New(n, 127)
-    memcpy(PyUnicode_DATA(s), p, <size_t>n)
+    fila_copy(<char *>fila_ascii_data(s), p, n)
     return s
 
 
-cdef inline object _make_str(const char *p, Py_ssize_t n, str_cache *cache):
-    """A str for ``n`` UTF-8 bytes at ``p``; NULL-with-error on invalid UTF-8."""
-    cdef uint64_t h
-    cdef cache_entry *e
+cdef object _cache_store(const char *p, Py_ssize_t n, str_cache *cache, uint64_t h):
+    """The miss path of ``_cstr``: a new str for ``n`` ASCII bytes, kept in
+    the slot of hash ``h`` unless that slot's string is in use."""
+    cdef int slot = fila_slot(h)
+    cdef cache_entry *e = &cache.e[slot]
+    cdef uint64_t bit = (<uint64_t>1) << slot
+    if cache.used & bit:
+        if e.hit:
+            # a string in use keeps its slot against one newcomer (unique
+            # values, a trace id, must not evict the queue)
+            e.hit = False
+            return _ascii_str(p, n)
+        Py_XDECREF(e.s)
+        e.s = NULL
+        cache.used &= ~bit
+    s = _ascii_str(p, n)
+    Py_INCREF(s)
+    cache.used |= bit
+    e.s = <PyObject *>s
+    e.d = fila_ascii_data(s)
+    e.h = h
+    e.n = n
+    e.hit = False
+    return s
+
+
+cdef object _make_str(const char *p, Py_ssize_t n):
+    """A str for ``n`` UTF-8 bytes at ``p``; None-with-error on invalid UTF-8."""
     cdef PyObject *raw
     if n == 0:
         return ""
     if fila_is_ascii(p, n):
-        if cache == NULL or n > CACHE_MAX_LEN:
-            return _ascii_str(p, n)
-        h = fila_hash(p, n)
-        e = &cache.e[(h * <uint64_t>0x9E3779B97F4A7C15) >> 58]
-        if e.s != NULL and e.h == h and e.n == n and memcmp(PyUnicode_DATA(<object>e.s), p, <size_t>n) == 0:
-            return <object>e.s
-        s = _ascii_str(p, n)
-        Py_XDECREF(e.s)
-        Py_INCREF(s)
-        e.s = <PyObject *>s
-        e.h = h
-        e.n = n
-        return s
+        return _ascii_str(p, n)
     raw = PyUnicode_DecodeUTF8(p, n, "strict")
     if raw == NULL:
         return None  # the caller maps the UnicodeDecodeError
@@ -273,7 +451,7 @@ cdef inline int _u64(rd_t *r, object what, uint64_t *out) except -1:
     return 0
 
 
-cdef inline object _str(rd_t *r, object what, str_cache *cache):
+cdef inline object _str(rd_t *r, object what):
     cdef Py_ssize_t n
     if r.len - r.pos < 2:
         _incomplete(what, r.pos, 2, r.len - r.pos)
@@ -281,7 +459,40 @@ cdef inline object _str(rd_t *r, object what, str_cache *cache):
     r.pos += 2
     if r.len - r.pos < n:
         _incomplete(what, r.pos, n, r.len - r.pos)
-    s = _make_str(r.buf + r.pos, n, cache)
+    s = _make_str(r.buf + r.pos, n)
+    if s is None:
+        _bad_utf8(what, r.pos)
+    r.pos += n
+    return s
+
+
+cdef inline object _cstr(rd_t *r, object what, str_cache *cache):
+    """``_str`` through the repeated-string cache (hits inline, the rest not)."""
+    cdef Py_ssize_t n
+    cdef const char *p
+    cdef uint64_t h
+    cdef PyObject *found
+    if cache == NULL:
+        return _str(r, what)
+    if r.len - r.pos < 2:
+        _incomplete(what, r.pos, 2, r.len - r.pos)
+    n = fila_ld16(r.buf + r.pos)
+    r.pos += 2
+    if r.len - r.pos < n:
+        _incomplete(what, r.pos, n, r.len - r.pos)
+    p = r.buf + r.pos
+    found = fila_cache_find(cache, p, n, &h)
+    if found != NULL:
+        r.pos += n
+        return <object>found
+    if h == 0:
+        return _str_at(r, n, what)
+    r.pos += n
+    return _cache_store(p, n, cache, h)
+
+
+cdef object _str_at(rd_t *r, Py_ssize_t n, object what):
+    s = _make_str(r.buf + r.pos, n)
     if s is None:
         _bad_utf8(what, r.pos)
     r.pos += n
@@ -422,7 +633,7 @@ cdef class Message:
 
 
 @cython.final
-@cython.freelist(64)
+@cython.freelist(256)
 cdef class Frame:
     """One whole frame (continuations already joined). Immutable.
 
@@ -433,8 +644,11 @@ cdef class Frame:
     cdef object _opcode
     cdef object _flags
     cdef object _request_id
-    cdef object _payload
+    cdef object _payload  # None while it is still a slice of _src
     cdef object _messages
+    cdef bytes _src  # a decoded Delivery's payload is cut from the fed bytes on demand
+    cdef Py_ssize_t _start
+    cdef Py_ssize_t _end
 
     def __init__(self, opcode, flags, request_id, payload, messages=None):
         self._opcode = opcode
@@ -442,6 +656,7 @@ cdef class Frame:
         self._request_id = request_id
         self._payload = payload
         self._messages = messages
+        self._src = None
 
     @property
     def opcode(self):
@@ -457,7 +672,12 @@ cdef class Frame:
 
     @property
     def payload(self):
-        return self._payload
+        with cython.critical_section(self):
+            if self._src is not None:
+                self._payload = PyBytes_FromStringAndSize_raw(
+                    PyBytes_AS_STRING_raw(self._src) + self._start, self._end - self._start)
+                self._src = None
+            return self._payload
 
     @property
     def messages(self):
@@ -470,7 +690,7 @@ cdef class Frame:
             self._opcode == other.opcode
             and self._flags == other.flags
             and self._request_id == other.request_id
-            and self._payload == other.payload
+            and self.payload == other.payload
         )
 
     def __ne__(self, other):
@@ -490,10 +710,31 @@ cdef inline Frame _new_frame(uint8_t opcode, uint8_t flags, uint32_t request_id,
     f._request_id = PyLong_FromUnsignedLong(request_id)
     f._payload = payload
     f._messages = None
+    f._src = None
     return f
 
 
 # ------------------------------------------------------------------ decoders
+
+
+cdef enum:
+    MSGS_STACK = 32
+
+
+cdef int _grow_msgs(PyObject ***msgs, Py_ssize_t *cap, PyObject **stack) except -1:
+    cdef Py_ssize_t n = cap[0] * 2
+    cdef PyObject **grown
+    if msgs[0] == stack:
+        grown = <PyObject **>PyMem_Malloc(<size_t>n * sizeof(PyObject *))
+        if grown != NULL:
+            memcpy(grown, stack, <size_t>cap[0] * sizeof(PyObject *))
+    else:
+        grown = <PyObject **>PyMem_Realloc(msgs[0], <size_t>n * sizeof(PyObject *))
+    if grown == NULL:
+        raise MemoryError()
+    msgs[0] = grown
+    cap[0] = n
+    return 0
 
 
 cdef list _decode_delivery(const char *buf, Py_ssize_t size, str_cache *cache):
@@ -503,8 +744,14 @@ cdef list _decode_delivery(const char *buf, Py_ssize_t size, str_cache *cache):
     cdef int64_t n
     cdef uint64_t enqueued = 0, leased = 0
     cdef int64_t weight, attempts
+    cdef Py_ssize_t start
     cdef Message m
     cdef list out
+    # The messages are gathered here and the list made at the end, so no
+    # one (gc.get_objects) ever sees a list with empty slots.
+    cdef PyObject *stack[MSGS_STACK]
+    cdef PyObject **msgs = stack
+    cdef Py_ssize_t cap = MSGS_STACK, got = 0, k
     r.buf = buf
     r.len = size
     r.pos = 0
@@ -514,68 +761,107 @@ cdef list _decode_delivery(const char *buf, Py_ssize_t size, str_cache *cache):
     if count > MAX_DECODED_COUNT:
         _count_exceeds("Delivery.messages count", 0, count)
     r.pos = 4
-    out = []
-    for i in range(count):
-        mid = _str(&r, "Delivery.message_id", NULL)
-        queue = _str(&r, "Delivery.queue", cache)
-        nh = _u16(&r, "Delivery.headers count")
-        headers = PyDict_New()
-        for j in range(nh):
-            key = _str(&r, "Delivery.headers key", cache)
-            value = _str(&r, "Delivery.headers value", cache)
-            PyDict_SetItem(headers, key, value)
-        n = _u32(&r, "Delivery.payload")
-        if r.len - r.pos < n:
-            _incomplete("Delivery.payload", r.pos, n, r.len - r.pos)
-        body = PyBytes_FromStringAndSize_raw(r.buf + r.pos, n)
-        r.pos += n
-        fkey = _str(&r, "Delivery.fairness_key", cache)
-        weight = _u32(&r, "Delivery.weight")
-        nt = _u16(&r, "Delivery.throttle_keys count")
-        if nt == 0:
-            tkeys = ()
-        else:
-            tkeys = PyTuple_New(nt)
-            for j in range(nt):
-                item = _str(&r, "Delivery.throttle_keys item", cache)
-                Py_INCREF(item)
-                PyTuple_SET_ITEM(tkeys, j, item)
-        attempts = _u32(&r, "Delivery.attempt_count")
-        _u64(&r, "Delivery.enqueued_at", &enqueued)
-        _u64(&r, "Delivery.leased_at", &leased)
-        m = Message.__new__(Message)
-        m._id = mid
-        m._queue = queue
-        m._headers = headers
-        m._payload = body
-        m._fairness_key = fkey
-        m._weight = PyLong_FromUnsignedLong(<unsigned long>weight)
-        m._throttle_keys = tkeys
-        m._attempt_count = PyLong_FromUnsignedLong(<unsigned long>attempts)
-        m._enqueued_at = PyLong_FromUnsignedLongLong(enqueued)
-        m._leased_at = PyLong_FromUnsignedLongLong(leased)
-        out.append(m)
-    return out
+    try:
+        for i in range(count):
+            mid = _str(&r, "Delivery.message_id")
+            queue = _cstr(&r, "Delivery.queue", cache)
+            nh = _u16(&r, "Delivery.headers count")
+            headers = PyDict_New()
+            for j in range(nh):
+                key = _cstr(&r, "Delivery.headers key", cache)
+                value = _cstr(&r, "Delivery.headers value", cache)
+                PyDict_SetItem(headers, key, value)
+            n = _u32(&r, "Delivery.payload")
+            if r.len - r.pos < n:
+                _incomplete("Delivery.payload", r.pos, n, r.len - r.pos)
+            body = PyBytes_FromStringAndSize_raw(r.buf + r.pos, n)
+            r.pos += n
+            start = r.pos
+            if (cache != NULL and cache.tail_len and r.len - r.pos >= cache.tail_len
+                    and fila_eq(r.buf + r.pos, cache.tail_raw, cache.tail_len)):
+                # fairness_key, weight and throttle_keys: the same bytes as the
+                # last message's, so the same values
+                fkey = <object>cache.tail_fkey
+                weight = cache.tail_weight
+                tkeys = <object>cache.tail_tkeys
+                r.pos += cache.tail_len
+            else:
+                fkey = _cstr(&r, "Delivery.fairness_key", cache)
+                weight = _u32(&r, "Delivery.weight")
+                nt = _u16(&r, "Delivery.throttle_keys count")
+                if nt == 0:
+                    tkeys = ()
+                else:
+                    tkeys = PyTuple_New(nt)
+                    for j in range(nt):
+                        item = _cstr(&r, "Delivery.throttle_keys item", cache)
+                        Py_INCREF(item)
+                        PyTuple_SET_ITEM(tkeys, j, item)
+                if cache != NULL and r.pos - start <= TAIL_RAW_MAX:
+                    _cache_tail(cache, r.buf + start, r.pos - start, fkey, <uint32_t>weight, tkeys)
+            attempts = _u32(&r, "Delivery.attempt_count")
+            _u64(&r, "Delivery.enqueued_at", &enqueued)
+            _u64(&r, "Delivery.leased_at", &leased)
+            m = Message.__new__(Message)
+            m._id = mid
+            m._queue = queue
+            m._headers = headers
+            m._payload = body
+            m._fairness_key = fkey
+            m._weight = PyLong_FromUnsignedLong(<unsigned long>weight)
+            m._throttle_keys = tkeys
+            m._attempt_count = PyLong_FromUnsignedLong(<unsigned long>attempts)
+            m._enqueued_at = PyLong_FromUnsignedLongLong(enqueued)
+            m._leased_at = PyLong_FromUnsignedLongLong(leased)
+            if got == cap:
+                _grow_msgs(&msgs, &cap, stack)
+            Py_INCREF(m)
+            msgs[got] = <PyObject *>m
+            got += 1
+        out = PyList_New(got)
+        for k in range(got):
+            _list_set_raw(out, k, msgs[k])  # steals the reference
+        got = 0
+        return out
+    finally:
+        for k in range(got):
+            Py_XDECREF(msgs[k])
+        if msgs != stack:
+            PyMem_Free(msgs)
+
+
+cdef inline str_cache *_worth_caching(const char *buf, Py_ssize_t size, str_cache *cache) noexcept:
+    """``cache`` (made ready) when the payload holds several messages; NULL
+    for one message, which has nothing to repeat."""
+    if size >= 4 and fila_ld32(buf) < 2:
+        return NULL
+    _cache_init(cache)
+    return cache
 
 
 def decode_delivery(payload):
     """Every message of a Delivery payload (any count)."""
     cdef Py_buffer view
     cdef str_cache cache
+    cdef str_cache *cp
+    cdef const char *buf
     if PyBytes_CheckExact(payload):
-        _cache_init(&cache)
+        buf = PyBytes_AS_STRING_raw(payload)
+        cp = _worth_caching(buf, PyBytes_GET_SIZE(payload), &cache)
         try:
-            return _decode_delivery(PyBytes_AS_STRING_raw(payload), PyBytes_GET_SIZE(payload), &cache)
+            return _decode_delivery(buf, PyBytes_GET_SIZE(payload), cp)
         finally:
-            _cache_clear(&cache)
+            if cp != NULL:
+                _cache_clear(cp)
     if PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) != 0:
         PyErr_Clear()
         return decode_delivery(bytes(payload))
-    _cache_init(&cache)
+    cp = _worth_caching(<const char *>view.buf, view.len, &cache)
     try:
-        return _decode_delivery(<const char *>view.buf, view.len, &cache)
+        return _decode_delivery(<const char *>view.buf, view.len, cp)
     finally:
-        _cache_clear(&cache)
+        if cp != NULL:
+            _cache_clear(cp)
         PyBuffer_Release(&view)
 
 
@@ -600,7 +886,7 @@ cdef list _decode_enqueue_result(const char *buf, Py_ssize_t size):
         if code > 0x10:
             code = 0xFF
         r.pos += 1
-        mid = _str(&r, "EnqueueResult.message_id", NULL)
+        mid = _str(&r, "EnqueueResult.message_id")
         out.append((code, mid))
     return out
 
@@ -816,13 +1102,14 @@ cdef class FrameReader:
         self._busy = True
         try:
             with cython.critical_section(self):
-                return self._feed(src, n)
+                # immutable input: decoded Delivery frames cut their payload from it lazily
+                return self._feed(src, n, data if not has_view else None)
         finally:
             self._busy = False
             if has_view:
                 PyBuffer_Release(&view)
 
-    cdef list _feed(self, const char *src, Py_ssize_t n):
+    cdef list _feed(self, const char *src, Py_ssize_t n, bytes whole):
         cdef const char *work
         cdef Py_ssize_t end, pos, start, want
         cdef uint64_t length
@@ -831,6 +1118,7 @@ cdef class FrameReader:
         cdef list out
         cdef Frame frame
         if self._len:
+            whole = None  # the frames are cut from our own (mutable) buffer
             self._reserve(self._len + n)
             memcpy(self._buf + self._len, src, <size_t>n)
             self._len += n
@@ -864,9 +1152,17 @@ cdef class FrameReader:
                     if joined is not None:
                         out.append(joined)
                     continue
-                frame = _new_frame(opcode, flags, request_id, PyBytes_FromStringAndSize_raw(work + start, pos - start))
                 if self._decode and opcode == OP_DELIVERY:
+                    if whole is None:
+                        frame = _new_frame(opcode, flags, request_id, PyBytes_FromStringAndSize_raw(work + start, pos - start))
+                    else:
+                        frame = _new_frame(opcode, flags, request_id, None)
+                        frame._src = whole
+                        frame._start = start
+                        frame._end = pos
                     frame._messages = _decode_delivery(work + start, pos - start, &self._cache)
+                else:
+                    frame = _new_frame(opcode, flags, request_id, PyBytes_FromStringAndSize_raw(work + start, pos - start))
                 out.append(frame)
         except _errors.DecodeError as exc:
             self._failed = exc
@@ -989,12 +1285,12 @@ cdef class Reader:
         return count
 
     def read_string(self, what="string"):
-        return _str(&self._r, what, NULL)
+        return _str(&self._r, what)
 
     def read_optional_string(self, what="optional string"):
         if self._byte(what + " flag") == 0:
             return None
-        return _str(&self._r, what, NULL)
+        return _str(&self._r, what)
 
     def read_bytes(self, what="bytes"):
         cdef int64_t n = _u32(&self._r, what)
@@ -1009,15 +1305,15 @@ cdef class Reader:
         value_what = what + " value"
         out = {}
         for i in range(count):
-            key = _str(&self._r, key_what, NULL)
-            out[key] = _str(&self._r, value_what, NULL)
+            key = _str(&self._r, key_what)
+            out[key] = _str(&self._r, value_what)
         return out
 
     def read_string_list(self, what="string list"):
         cdef uint16_t count = _u16(&self._r, what + " count")
         cdef uint16_t i
         item_what = what + " item"
-        return [_str(&self._r, item_what, NULL) for i in range(count)]
+        return [_str(&self._r, item_what) for i in range(count)]
 
 
 # ------------------------------------------------------------------ encoders
@@ -1043,7 +1339,7 @@ cdef inline int _put_str(wr_t *w, const char *src, Py_ssize_t n) except -1:
     if w.end - w.p < n + 2:
         return _changed()
     fila_st16(w.p, <uint16_t>n)
-    memcpy(w.p + 2, src, <size_t>n)
+    fila_copy(w.p + 2, src, n)
     w.p += n + 2
     return 0
 
@@ -1066,24 +1362,30 @@ cdef inline int _put_u16(wr_t *w, uint16_t v) except -1:
 
 cdef inline const char *_utf8(object value, object what, Py_ssize_t *size) except NULL:
     """The UTF-8 of a str field (validated like the pure twin's ``_str_bytes``)."""
+    cdef Py_ssize_t n
+    if PyUnicode_Check(value) and PyUnicode_IS_COMPACT_ASCII(value):
+        n = PyUnicode_GET_LENGTH(value)
+        if n <= <Py_ssize_t>MAX_U16:
+            size[0] = n
+            return fila_ascii_data(value)
+    return _utf8_slow(value, what, size)
+
+
+cdef const char *_utf8_slow(object value, object what, Py_ssize_t *size) except NULL:
     cdef const char *p
     if not PyUnicode_Check(value):
         raise _failures.not_str(what, value)
     if PyUnicode_IS_COMPACT_ASCII(value):
         size[0] = PyUnicode_GET_LENGTH(value)
-        p = <const char *>PyUnicode_DATA(value)
+        p = fila_ascii_data(value)
     else:
-        p = _utf8_slow(value, what, size)
+        try:
+            p = PyUnicode_AsUTF8AndSize(value, size)
+        except UnicodeEncodeError:
+            raise _failures.not_utf8(what) from None
     if size[0] > <Py_ssize_t>MAX_U16:
         raise _failures.string_too_long(what, size[0])
     return p
-
-
-cdef const char *_utf8_slow(object value, object what, Py_ssize_t *size) except NULL:
-    try:
-        return PyUnicode_AsUTF8AndSize(value, size)
-    except UnicodeEncodeError:
-        raise _failures.not_utf8(what) from None
 
 
 cdef uint32_t _request_id(object request_id) except? 0:
@@ -1165,123 +1467,175 @@ cdef void _split(bytes out, uint8_t opcode, uint32_t request_id, Py_ssize_t size
         memmove(dst + FRAME_OVERHEAD, base + frames * FRAME_OVERHEAD + start, <size_t>chunk)
 
 
-cdef Py_ssize_t _map_size(object headers) except -1:
-    """Validate a dict of str to str; return its encoded size."""
-    cdef PyObject *kp
-    cdef PyObject *vp
-    cdef Py_ssize_t i = 0, n, size = 2
-    cdef Py_ssize_t count = PyDict_Size(headers)
-    if <uint64_t>count > MAX_U16:
-        raise _failures.too_many_entries("Enqueue.headers", count, 0xFFFF)
-    with cython.critical_section(headers):
-        while PyDict_Next(headers, &i, &kp, &vp):
-            key = <object>kp
-            value = <object>vp
-            _utf8(key, "Enqueue.headers key", &n)
-            size += 2 + n
-            _utf8(value, "Enqueue.headers value", &n)
-            size += 2 + n
-    return size
+# Enqueue is encoded in one walk over the messages: everything but the
+# payloads is written to a scratch buffer (validating as it goes), then the
+# frame is sized, allocated once, and filled from the scratch spans and the
+# payloads (each payload is copied exactly once).
+
+cdef enum:
+    SCRATCH_STACK = 4096
+    MARKS_STACK = 256
+
+ctypedef struct scratch_t:
+    char *buf
+    Py_ssize_t len
+    Py_ssize_t cap
+    bint heap
 
 
-cdef int _map_write(wr_t *w, object headers) except -1:
+cdef int _scratch_grow(scratch_t *s, Py_ssize_t need) except -1:
+    cdef Py_ssize_t cap = s.cap * 2
+    cdef char *p
+    if cap < s.len + need:
+        cap = s.len + need
+    if s.heap:
+        p = <char *>PyMem_Realloc(s.buf, <size_t>cap)
+    else:
+        p = <char *>PyMem_Malloc(<size_t>cap)
+        if p != NULL:
+            memcpy(p, s.buf, <size_t>s.len)
+    if p == NULL:
+        raise MemoryError()
+    s.buf = p
+    s.cap = cap
+    s.heap = True
+    return 0
+
+
+cdef inline int _scratch_str(scratch_t *s, object value, object what) except -1:
+    cdef Py_ssize_t n
+    cdef const char *p = _utf8(value, what, &n)
+    if s.cap - s.len < n + 2:
+        _scratch_grow(s, n + 2)
+    fila_st16(s.buf + s.len, <uint16_t>n)
+    fila_copy(s.buf + s.len + 2, p, n)
+    s.len += n + 2
+    return 0
+
+
+cdef int _scratch_map(scratch_t *s, object headers) except -1:
+    """Validate a dict of str to str and write it."""
     cdef PyObject *kp
     cdef PyObject *vp
-    cdef Py_ssize_t i = 0, n
-    cdef const char *p
+    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t count
     with cython.critical_section(headers):
-        _put_u16(w, <uint16_t>PyDict_Size(headers))
+        count = PyDict_Size(headers)
+        if <uint64_t>count > MAX_U16:
+            raise _failures.too_many_entries("Enqueue.headers", count, 0xFFFF)
+        if s.cap - s.len < 2:
+            _scratch_grow(s, 2)
+        fila_st16(s.buf + s.len, <uint16_t>count)
+        s.len += 2
         while PyDict_Next(headers, &i, &kp, &vp):
-            key = <object>kp
-            value = <object>vp
-            p = _utf8(key, "Enqueue.headers key", &n)
-            _put_str(w, p, n)
-            p = _utf8(value, "Enqueue.headers value", &n)
-            _put_str(w, p, n)
+            _scratch_str(s, <object>kp, "Enqueue.headers key")
+            _scratch_str(s, <object>vp, "Enqueue.headers value")
     return 0
 
 
 def encode_enqueue(request_id, messages, max_frame_size=_MAX_FRAME_SIZE):
     """Enqueue frame(s) for ``messages``: ``(queue, headers_or_None, payload)`` each."""
     cdef uint32_t rid = _request_id(request_id)
-    cdef Py_ssize_t count, i, n, limit, size = 4
-    cdef const char *p
+    cdef Py_ssize_t count, i, n, limit, size, prev, payloads = 0
     cdef char *body
     cdef wr_t w
     cdef Py_buffer view
     cdef list fixed = None
     cdef tuple items = _items(messages, "Enqueue.messages")
     cdef tuple item
+    cdef char stack_buf[SCRATCH_STACK]
+    cdef Py_ssize_t stack_marks[MARKS_STACK]
+    cdef Py_ssize_t *marks = stack_marks  # where each payload goes, in the scratch
+    cdef scratch_t s
     count = PyTuple_GET_SIZE(items)
-    # pass 1: validate everything and size the payload
-    for i in range(count):
-        obj = <object>PyTuple_GET_ITEM(items, i)
-        if PyTuple_CheckExact(obj) and PyTuple_GET_SIZE(obj) == 3:
-            item = <tuple>obj
-        else:
-            item = _item(obj, "Enqueue.messages", i, 3)
-            if fixed is None:
-                fixed = list(items)
-            fixed[i] = item
-        queue = <object>PyTuple_GET_ITEM(item, 0)
-        headers = <object>PyTuple_GET_ITEM(item, 1)
-        payload = <object>PyTuple_GET_ITEM(item, 2)
-        _utf8(queue, "Enqueue.queue", &n)
-        size += 2 + n
-        if headers is None:
-            size += 2
-        elif PyDict_CheckExact(headers):
-            size += _map_size(headers)
-        else:
-            # any other mapping, or the wrong type: the pure twin does the lot
-            return _pure.encode_enqueue(request_id, messages, max_frame_size)
-        if PyBytes_Check(payload):
-            n = PyBytes_GET_SIZE(payload)
-        elif PyByteArray_Check(payload):
-            n = PyByteArray_GET_SIZE(payload)
-        elif PyMemoryView_Check(payload):
-            if not payload.c_contiguous:
+    s.buf = stack_buf
+    s.cap = SCRATCH_STACK
+    s.heap = False
+    fila_st32(s.buf, <uint32_t>count)
+    s.len = 4
+    try:
+        if count > MARKS_STACK:
+            marks = <Py_ssize_t *>PyMem_Malloc(<size_t>count * sizeof(Py_ssize_t))
+            if marks == NULL:
+                raise MemoryError()
+        # pass 1: validate, write all but the payloads, size the frame
+        for i in range(count):
+            obj = <object>PyTuple_GET_ITEM(items, i)
+            if PyTuple_CheckExact(obj) and PyTuple_GET_SIZE(obj) == 3:
+                item = <tuple>obj
+            else:
+                item = _item(obj, "Enqueue.messages", i, 3)
+                if fixed is None:
+                    fixed = list(items)
+                fixed[i] = item
+            _scratch_str(&s, <object>PyTuple_GET_ITEM(item, 0), "Enqueue.queue")
+            headers = <object>PyTuple_GET_ITEM(item, 1)
+            if headers is None:
+                if s.cap - s.len < 2:
+                    _scratch_grow(&s, 2)
+                fila_st16(s.buf + s.len, 0)
+                s.len += 2
+            elif PyDict_CheckExact(headers):
+                _scratch_map(&s, headers)
+            else:
+                # any other mapping, or the wrong type: the pure twin does the lot
                 return _pure.encode_enqueue(request_id, messages, max_frame_size)
-            n = payload.nbytes
-        else:
-            raise _failures.not_bytes_like("Enqueue.payload", payload)
-        if <uint64_t>n > MAX_U32:
-            raise _failures.bytes_too_long("Enqueue.payload", n)
-        size += 4 + n
-    if fixed is not None:
-        items = tuple(fixed)
-    out = _wire(OP_ENQUEUE, rid, size, max_frame_size, &body, &limit)
-    # pass 2: write; bounds-checked, so a value changed meanwhile cannot overflow
-    w.p = body
-    w.end = body + size
-    _put_u32(&w, <uint32_t>count)
-    for i in range(count):
-        item = <tuple>PyTuple_GET_ITEM(items, i)
-        queue = <object>PyTuple_GET_ITEM(item, 0)
-        headers = <object>PyTuple_GET_ITEM(item, 1)
-        payload = <object>PyTuple_GET_ITEM(item, 2)
-        p = _utf8(queue, "Enqueue.queue", &n)
-        _put_str(&w, p, n)
-        if headers is None:
-            _put_u16(&w, 0)
-        else:
-            _map_write(&w, headers)
-        if PyBytes_CheckExact(payload):
-            n = PyBytes_GET_SIZE(payload)
-            _put_u32(&w, <uint32_t>n)
-            _put(&w, PyBytes_AS_STRING_raw(payload), n)
-        else:
-            if PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) != 0:
-                return _changed()
-            try:
-                _put_u32(&w, <uint32_t>view.len)
-                _put(&w, <const char *>view.buf, view.len)
-            finally:
-                PyBuffer_Release(&view)
-    if w.p != w.end:
-        _changed()
-    _split(out, OP_ENQUEUE, rid, size, limit)
-    return out
+            payload = <object>PyTuple_GET_ITEM(item, 2)
+            if PyBytes_Check(payload):
+                n = PyBytes_GET_SIZE(payload)
+            elif PyByteArray_Check(payload):
+                n = PyByteArray_GET_SIZE(payload)
+            elif PyMemoryView_Check(payload):
+                if not payload.c_contiguous:
+                    return _pure.encode_enqueue(request_id, messages, max_frame_size)
+                n = payload.nbytes
+            else:
+                raise _failures.not_bytes_like("Enqueue.payload", payload)
+            if <uint64_t>n > MAX_U32:
+                raise _failures.bytes_too_long("Enqueue.payload", n)
+            if s.cap - s.len < 4:
+                _scratch_grow(&s, 4)
+            fila_st32(s.buf + s.len, <uint32_t>n)
+            s.len += 4
+            marks[i] = s.len
+            payloads += n
+        if fixed is not None:
+            items = tuple(fixed)
+        size = s.len + payloads
+        out = _wire(OP_ENQUEUE, rid, size, max_frame_size, &body, &limit)
+        # pass 2: scratch spans and payloads; bounds-checked, so a payload
+        # changed meanwhile cannot overflow
+        w.p = body
+        w.end = body + size
+        prev = 0
+        for i in range(count):
+            _put(&w, s.buf + prev, marks[i] - prev)
+            prev = marks[i]
+            n = fila_ld32(s.buf + prev - 4)
+            payload = <object>PyTuple_GET_ITEM(<tuple>PyTuple_GET_ITEM(items, i), 2)
+            if PyBytes_CheckExact(payload):
+                if PyBytes_GET_SIZE(payload) != n:
+                    _changed()
+                _put(&w, PyBytes_AS_STRING_raw(payload), n)
+            else:
+                if PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) != 0:
+                    return _changed()
+                try:
+                    if view.len != n:
+                        _changed()
+                    _put(&w, <const char *>view.buf, n)
+                finally:
+                    PyBuffer_Release(&view)
+        _put(&w, s.buf + prev, s.len - prev)
+        if w.p != w.end:
+            _changed()
+        _split(out, OP_ENQUEUE, rid, size, limit)
+        return out
+    finally:
+        if s.heap:
+            PyMem_Free(s.buf)
+        if marks != stack_marks:
+            PyMem_Free(marks)
 
 
 cdef bytes _encode_strings(uint8_t opcode, str what, tuple names, object request_id, object items_in,

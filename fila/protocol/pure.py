@@ -920,6 +920,8 @@ def _delivery_unchecked(buf: bytes) -> list[Message] | None:
     count = _u32_at(buf, 0)[0]
     if count > MAX_DECODED_COUNT:
         return None
+    if count > 1:
+        return _delivery_reusing(buf, count)
     pos = 4
     out: list[Message] = []
     append = out.append
@@ -958,6 +960,78 @@ def _delivery_unchecked(buf: bytes) -> list[Message] | None:
             throttle_keys: tuple[str, ...] = tuple(tkeys)
         else:
             throttle_keys = ()
+        attempts, enqueued, leased = _tail_at(buf, pos)
+        pos += 20
+        append(Message(mid, queue, headers, body, fkey, weight, throttle_keys, attempts, enqueued, leased))
+    if pos > len(buf):
+        return None
+    return out
+
+
+def _delivery_reusing(buf: bytes, count: int) -> list[Message] | None:
+    """``_delivery_unchecked`` for several messages. The queue, the fairness
+    key and the throttle keys usually repeat from one message to the next:
+    when their raw bytes (length prefix included) equal the previous
+    message's, the previous value is reused. The initial raw value is the
+    encoding of the initial value, so a match is always right."""
+    pos = 4
+    out: list[Message] = []
+    append = out.append
+    startswith = buf.startswith
+    q_raw = f_raw = t_raw = _EMPTY_MAP  # u16 0: "" and ()
+    q_len = f_len = t_len = 2
+    queue = fkey = ""
+    throttle_keys: tuple[str, ...] = ()
+    for _ in range(count):
+        n = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+        mid = buf[pos + 2 : n].decode()
+        pos = n
+        if startswith(q_raw, pos):
+            pos += q_len
+        else:
+            n = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+            queue = buf[pos + 2 : n].decode()
+            q_raw = buf[pos:n]
+            q_len = n - pos
+            pos = n
+        nh = (buf[pos] << 8) | buf[pos + 1]
+        pos += 2
+        headers: dict[str, str] = {}
+        for _h in range(nh):
+            n = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+            key = buf[pos + 2 : n].decode()
+            pos = n
+            n = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+            headers[key] = buf[pos + 2 : n].decode()
+            pos = n
+        n = _u32_at(buf, pos)[0]
+        pos += 4
+        body = buf[pos : pos + n]
+        pos += n
+        if startswith(f_raw, pos):
+            pos += f_len
+        else:
+            n = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+            fkey = buf[pos + 2 : n].decode()
+            f_raw = buf[pos:n]
+            f_len = n - pos
+            pos = n
+        weight = _u32_at(buf, pos)[0]
+        pos += 4
+        if startswith(t_raw, pos):
+            pos += t_len
+        else:
+            start = pos
+            nt = (buf[pos] << 8) | buf[pos + 1]
+            pos += 2
+            tkeys = []
+            for _t in range(nt):
+                n = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+                tkeys.append(buf[pos + 2 : n].decode())
+                pos = n
+            throttle_keys = tuple(tkeys)
+            t_raw = buf[start:pos]
+            t_len = pos - start
         attempts, enqueued, leased = _tail_at(buf, pos)
         pos += 20
         append(Message(mid, queue, headers, body, fkey, weight, throttle_keys, attempts, enqueued, leased))
