@@ -1041,122 +1041,25 @@ def _delivery_reusing(buf: bytes, count: int) -> list[Message] | None:
 
 
 def _delivery_checked(buf: bytes) -> list[Message]:
-    end = len(buf)
-    if end < 4:
-        raise fail.incomplete("Delivery.messages count", 0, 4, end)
-    count = _u32_at(buf, 0)[0]
-    if count > MAX_DECODED_COUNT:
-        raise fail.count_exceeds("Delivery.messages count", 0, count)
-    pos = 4
+    """The reference decoder: every read bounds-checked by :class:`Reader`,
+    so a malformed payload fails naming the exact field and offset."""
+    r = Reader(buf)
     out: list[Message] = []
-    append = out.append
-    for _ in range(count):
-        # message_id
-        if end - pos < 2:
-            raise fail.incomplete("Delivery.message_id", pos, 2, end - pos)
-        n = (buf[pos] << 8) | buf[pos + 1]
-        pos += 2
-        if end - pos < n:
-            raise fail.incomplete("Delivery.message_id", pos, n, end - pos)
-        try:
-            mid = buf[pos : pos + n].decode()
-        except UnicodeDecodeError:
-            raise fail.invalid_utf8("Delivery.message_id", pos) from None
-        pos += n
-        # queue
-        if end - pos < 2:
-            raise fail.incomplete("Delivery.queue", pos, 2, end - pos)
-        n = (buf[pos] << 8) | buf[pos + 1]
-        pos += 2
-        if end - pos < n:
-            raise fail.incomplete("Delivery.queue", pos, n, end - pos)
-        try:
-            queue = buf[pos : pos + n].decode()
-        except UnicodeDecodeError:
-            raise fail.invalid_utf8("Delivery.queue", pos) from None
-        pos += n
-        # headers
-        if end - pos < 2:
-            raise fail.incomplete("Delivery.headers count", pos, 2, end - pos)
-        nh = (buf[pos] << 8) | buf[pos + 1]
-        pos += 2
-        headers: dict[str, str] = {}
-        for _h in range(nh):
-            if end - pos < 2:
-                raise fail.incomplete("Delivery.headers key", pos, 2, end - pos)
-            n = (buf[pos] << 8) | buf[pos + 1]
-            pos += 2
-            if end - pos < n:
-                raise fail.incomplete("Delivery.headers key", pos, n, end - pos)
-            try:
-                key = buf[pos : pos + n].decode()
-            except UnicodeDecodeError:
-                raise fail.invalid_utf8("Delivery.headers key", pos) from None
-            pos += n
-            if end - pos < 2:
-                raise fail.incomplete("Delivery.headers value", pos, 2, end - pos)
-            n = (buf[pos] << 8) | buf[pos + 1]
-            pos += 2
-            if end - pos < n:
-                raise fail.incomplete("Delivery.headers value", pos, n, end - pos)
-            try:
-                headers[key] = buf[pos : pos + n].decode()
-            except UnicodeDecodeError:
-                raise fail.invalid_utf8("Delivery.headers value", pos) from None
-            pos += n
-        # payload
-        if end - pos < 4:
-            raise fail.incomplete("Delivery.payload", pos, 4, end - pos)
-        n = _u32_at(buf, pos)[0]
-        pos += 4
-        if end - pos < n:
-            raise fail.incomplete("Delivery.payload", pos, n, end - pos)
-        body = buf[pos : pos + n]
-        pos += n
-        # fairness_key
-        if end - pos < 2:
-            raise fail.incomplete("Delivery.fairness_key", pos, 2, end - pos)
-        n = (buf[pos] << 8) | buf[pos + 1]
-        pos += 2
-        if end - pos < n:
-            raise fail.incomplete("Delivery.fairness_key", pos, n, end - pos)
-        try:
-            fkey = buf[pos : pos + n].decode()
-        except UnicodeDecodeError:
-            raise fail.invalid_utf8("Delivery.fairness_key", pos) from None
-        pos += n
-        # weight, throttle_keys count
-        if end - pos >= 6:
-            weight, nt = _weight_count_at(buf, pos)
-            pos += 6
-        else:
-            if end - pos < 4:
-                raise fail.incomplete("Delivery.weight", pos, 4, end - pos)
-            raise fail.incomplete("Delivery.throttle_keys count", pos + 4, 2, end - pos - 4)
-        tkeys: list[str] = []
-        for _t in range(nt):
-            if end - pos < 2:
-                raise fail.incomplete("Delivery.throttle_keys item", pos, 2, end - pos)
-            n = (buf[pos] << 8) | buf[pos + 1]
-            pos += 2
-            if end - pos < n:
-                raise fail.incomplete("Delivery.throttle_keys item", pos, n, end - pos)
-            try:
-                tkeys.append(buf[pos : pos + n].decode())
-            except UnicodeDecodeError:
-                raise fail.invalid_utf8("Delivery.throttle_keys item", pos) from None
-            pos += n
-        # attempt_count, enqueued_at, leased_at
-        if end - pos >= 20:
-            attempts, enqueued, leased = _tail_at(buf, pos)
-            pos += 20
-        elif end - pos < 4:
-            raise fail.incomplete("Delivery.attempt_count", pos, 4, end - pos)
-        elif end - pos < 12:
-            raise fail.incomplete("Delivery.enqueued_at", pos + 4, 8, end - pos - 4)
-        else:
-            raise fail.incomplete("Delivery.leased_at", pos + 12, 8, end - pos - 12)
-        append(Message(mid, queue, headers, body, fkey, weight, tuple(tkeys), attempts, enqueued, leased))
+    for _ in range(r.read_count("Delivery.messages count")):
+        out.append(
+            Message(
+                r.read_string("Delivery.message_id"),
+                r.read_string("Delivery.queue"),
+                r.read_string_map("Delivery.headers"),
+                r.read_bytes("Delivery.payload"),
+                r.read_string("Delivery.fairness_key"),
+                r.read_u32("Delivery.weight"),
+                tuple(r.read_string_list("Delivery.throttle_keys")),
+                r.read_u32("Delivery.attempt_count"),
+                r.read_u64("Delivery.enqueued_at"),
+                r.read_u64("Delivery.leased_at"),
+            )
+        )
     return out
 
 
