@@ -1,53 +1,162 @@
 """fila: the Python client for the Fila message broker (FIBP over TCP).
 
-``Client`` is the thread-safe synchronous client, ``AsyncClient`` its asyncio
-twin; both speak every FIBP operation over multiplexed connections.
+:class:`Client` is the thread-safe synchronous client and
+:class:`AsyncClient` its asyncio twin; both speak every FIBP operation. The
+API is fila-python 0.3.0's (the official SDK's), with this package's engine
+under it and its extras beside it.
+
+Names are loaded on first use, so ``import fila.errors`` loads neither the
+codec nor the clients.
 """
 
 from __future__ import annotations
 
-from . import errors
-from ._accumulator import AccumulatorMode, Linger
-from .aio import AsyncClient, AsyncConsumer
-from .client import Client, Consumer
-from .errors import FilaError
-from .protocol import IMPLEMENTATION as CODEC_IMPLEMENTATION
-from .types import (
-    Acl,
-    ApiKey,
-    ApiKeyInfo,
-    EnqueueResult,
-    FairnessKeyStats,
-    Message,
-    Permission,
-    QueueInfo,
-    QueueList,
-    Stats,
-    ThrottleStats,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
+
+if TYPE_CHECKING:
+    from .aio import AsyncClient, AsyncConsumer
+    from .client import Client, Consumer
+    from .errors import (
+        AclNotFoundError,
+        ApiKeyNotFoundError,
+        ChannelFullError,
+        EnqueueError,
+        ErrorCode,
+        FilaError,
+        ForbiddenError,
+        InvalidArgumentError,
+        LuaError,
+        MessageNotFoundError,
+        NotLeaderError,
+        PermissionDeniedError,
+        ProtocolError,
+        QueueAlreadyExistsError,
+        QueueNotFoundError,
+        ResourceExhaustedError,
+        RPCError,
+        UnauthorizedError,
+        UnavailableError,
+    )
+    from .types import (
+        AccumulatorMode,
+        AclEntry,
+        AclPermission,
+        ApiKeyInfo,
+        ConsumeMessage,
+        CreateApiKeyResult,
+        EnqueueResult,
+        FairnessKeyStat,
+        Linger,
+        QueueInfo,
+        StatsResult,
+        ThrottleKeyStat,
+    )
+
+    CODEC_IMPLEMENTATION: str
+
+# name -> module that defines it
+_LAZY: dict[str, str] = {
+    "Client": "client",
+    "Consumer": "client",
+    "AsyncClient": "aio",
+    "AsyncConsumer": "aio",
+    **dict.fromkeys(
+        (
+            "AccumulatorMode",
+            "AclEntry",
+            "AclPermission",
+            "ApiKeyInfo",
+            "ConsumeMessage",
+            "CreateApiKeyResult",
+            "EnqueueResult",
+            "FairnessKeyStat",
+            "Linger",
+            "QueueInfo",
+            "StatsResult",
+            "ThrottleKeyStat",
+        ),
+        "types",
+    ),
+    **dict.fromkeys(
+        (
+            "AclNotFoundError",
+            "ApiKeyNotFoundError",
+            "ChannelFullError",
+            "EnqueueError",
+            "ErrorCode",
+            "FilaError",
+            "ForbiddenError",
+            "InvalidArgumentError",
+            "LuaError",
+            "MessageNotFoundError",
+            "NotLeaderError",
+            "PermissionDeniedError",
+            "ProtocolError",
+            "QueueAlreadyExistsError",
+            "QueueNotFoundError",
+            "RPCError",
+            "ResourceExhaustedError",
+            "UnauthorizedError",
+            "UnavailableError",
+        ),
+        "errors",
+    ),
+}
 
 __all__ = [
     "CODEC_IMPLEMENTATION",
     "AccumulatorMode",
-    "Acl",
-    "ApiKey",
+    "AclEntry",
+    "AclNotFoundError",
+    "AclPermission",
     "ApiKeyInfo",
+    "ApiKeyNotFoundError",
     "AsyncClient",
     "AsyncConsumer",
+    "ChannelFullError",
     "Client",
+    "ConsumeMessage",
     "Consumer",
+    "CreateApiKeyResult",
+    "EnqueueError",
     "EnqueueResult",
-    "FairnessKeyStats",
+    "ErrorCode",
+    "FairnessKeyStat",
     "FilaError",
+    "ForbiddenError",
+    "InvalidArgumentError",
     "Linger",
-    "Message",
-    "Permission",
+    "LuaError",
+    "MessageNotFoundError",
+    "NotLeaderError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "QueueAlreadyExistsError",
     "QueueInfo",
-    "QueueList",
-    "Stats",
-    "ThrottleStats",
+    "QueueNotFoundError",
+    "RPCError",
+    "ResourceExhaustedError",
+    "StatsResult",
+    "ThrottleKeyStat",
+    "UnauthorizedError",
+    "UnavailableError",
     "__version__",
-    "errors",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CODEC_IMPLEMENTATION":
+        value: Any = importlib.import_module(".protocol", __name__).IMPLEMENTATION
+    elif name in _LAZY:
+        value = getattr(importlib.import_module("." + _LAZY[name], __name__), name)
+    else:
+        raise AttributeError(f"module 'fila' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

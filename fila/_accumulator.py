@@ -21,66 +21,43 @@ encodes, writes and later resolves the futures, and must call
 
 from __future__ import annotations
 
-import enum
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import ClientClosedError
+from .types import MAX_BATCH_MESSAGES, AccumulatorMode, Linger
 
 __all__ = [
-    "AccumulatorMode",
     "AsyncAccumulator",
-    "Linger",
     "SyncAccumulator",
     "encode_batches",
 ]
 
-#: Most messages put in one Enqueue frame (the server refuses counts above 1,000,000).
-MAX_BATCH_MESSAGES = 50_000
 #: Payload bytes gathered before a batch is sent regardless of the mode.
 _SEAL_BYTES = 4 * 1024 * 1024
-
-
-class AccumulatorMode(enum.Enum):
-    """How enqueues are batched (see the module docs)."""
-
-    AUTO = "auto"
-    DISABLED = "disabled"
-
-
-class Linger:
-    """Batch for up to ``linger_ms`` milliseconds or ``max_messages`` messages, whichever comes first."""
-
-    __slots__ = ("linger_ms", "max_messages")
-
-    def __init__(self, linger_ms: float, max_messages: int = 1000) -> None:
-        if not (isinstance(linger_ms, (int, float)) and linger_ms >= 0):
-            raise ValueError(f"linger_ms must be a number >= 0, got {linger_ms!r}")
-        if not (isinstance(max_messages, int) and 0 < max_messages <= MAX_BATCH_MESSAGES):
-            raise ValueError(f"max_messages must be an int in 1..{MAX_BATCH_MESSAGES}, got {max_messages!r}")
-        self.linger_ms = linger_ms
-        self.max_messages = max_messages
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Linger):
-            return NotImplemented
-        return (self.linger_ms, self.max_messages) == (other.linger_ms, other.max_messages)
-
-    def __hash__(self) -> int:
-        return hash((Linger, self.linger_ms, self.max_messages))
-
-    def __repr__(self) -> str:
-        return f"Linger(linger_ms={self.linger_ms!r}, max_messages={self.max_messages!r})"
-
 
 Mode = AccumulatorMode | Linger
 
 
-def check_mode(mode: object) -> Mode:
-    if isinstance(mode, (AccumulatorMode, Linger)):
-        return mode
-    raise TypeError(f"accumulator must be AccumulatorMode.AUTO, AccumulatorMode.DISABLED or Linger(...), got {mode!r}")
+def check_mode(mode: object, max_messages: object) -> tuple[Mode, int]:
+    """``(mode, batch cap)`` from the constructor's ``accumulator_mode`` and ``max_accumulator_messages``.
+
+    ``None`` means DISABLED (as in fila-python 0.3.0); ``max_accumulator_messages`` caps AUTO batches.
+    """
+    if mode is None:
+        mode = AccumulatorMode.DISABLED
+    if not isinstance(mode, (AccumulatorMode, Linger)):
+        raise TypeError(
+            f"accumulator_mode must be AccumulatorMode.AUTO, AccumulatorMode.DISABLED or Linger(...), got {mode!r}"
+        )
+    if isinstance(max_messages, bool) or not isinstance(max_messages, int):
+        raise TypeError(f"max_accumulator_messages must be an int, got {type(max_messages).__name__}")
+    if isinstance(mode, Linger):
+        return mode, mode.max_messages
+    if mode is AccumulatorMode.DISABLED:
+        return mode, 1
+    return mode, min(max(max_messages, 1), MAX_BATCH_MESSAGES)
 
 
 def item_size(item: tuple[str, Any, Any]) -> int:
@@ -170,7 +147,9 @@ class _Engine:
         "mode",
     )
 
-    def __init__(self, mode: Mode, send: SendFn, call_later: Callable[[float, Callable[[], None]], Any]) -> None:
+    def __init__(
+        self, mode: Mode, send: SendFn, call_later: Callable[[float, Callable[[], None]], Any], max_messages: int
+    ) -> None:
         self.mode = mode
         self._send = send
         self._call_later = call_later
@@ -182,12 +161,8 @@ class _Engine:
         self._hold = False
         self._gen = 0
         self._auto = mode is AccumulatorMode.AUTO
-        if isinstance(mode, Linger):
-            self._linger = mode.linger_ms / 1000.0
-            self._max = mode.max_messages
-        else:
-            self._linger = 0.0
-            self._max = 1 if mode is AccumulatorMode.DISABLED else MAX_BATCH_MESSAGES
+        self._linger = mode.linger_ms / 1000.0 if isinstance(mode, Linger) else 0.0
+        self._max = max_messages
 
     def _admit(self, nbytes: int) -> Batch | None:
         """The last item appended did not just join a gathering batch: the batch to send now, if any."""
@@ -259,8 +234,10 @@ class SyncAccumulator(_Engine):
 
     __slots__ = ("_idle", "_lock")
 
-    def __init__(self, mode: Mode, send: SendFn, call_later: Callable[[float, Callable[[], None]], None]) -> None:
-        super().__init__(mode, send, call_later)
+    def __init__(
+        self, mode: Mode, send: SendFn, call_later: Callable[[float, Callable[[], None]], None], max_messages: int
+    ) -> None:
+        super().__init__(mode, send, call_later, max_messages)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
 
@@ -327,8 +304,10 @@ class AsyncAccumulator(_Engine):
 
     __slots__ = ("_idle_waiters",)
 
-    def __init__(self, mode: Mode, send: SendFn, call_later: Callable[[float, Callable[[], None]], Any]) -> None:
-        super().__init__(mode, send, call_later)
+    def __init__(
+        self, mode: Mode, send: SendFn, call_later: Callable[[float, Callable[[], None]], Any], max_messages: int
+    ) -> None:
+        super().__init__(mode, send, call_later, max_messages)
         self._idle_waiters: list[Any] = []
 
     def submit(self, item: Any, fut: Any, nbytes: int) -> None:

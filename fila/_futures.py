@@ -126,17 +126,24 @@ class FutureFactory:
         else:  # pragma: no cover - other interpreters
             self.new = cf.Future
 
-    def settle(self, futs: Sequence[Any], outcomes: Sequence[tuple[int, Any]]) -> None:
+    def settle(
+        self,
+        futs: Sequence[Any],
+        outcomes: Sequence[tuple[int, Any]],
+        error_of: Callable[[int, int, Any], BaseException] | None = None,
+    ) -> None:
         """Resolve each future from its ``(code, value)`` outcome.
 
         ``code`` 0: the result is ``value``; :data:`FAILED`: ``value`` is the
         exception; any other code: the error of that code with text
-        ``value`` (an EnqueueResult item as it comes from the decoder). Futures
-        that are None or already done are skipped.
+        ``value`` (an EnqueueResult item as it comes from the decoder), built by
+        ``error_of(index, code, value)``. Futures that are None or already done
+        are skipped.
         """
+        make_error = error_of or _default_error
         if not FAST:  # pragma: no cover
-            for fut, (code, value) in zip(futs, outcomes, strict=True):
-                _set_slow(fut, _outcome(code, value), code != 0)
+            for i, (fut, (code, value)) in enumerate(zip(futs, outcomes, strict=True)):
+                _set_slow(fut, value if code in (0, FAILED) else make_error(i, code, value), code != 0)
             return
         late: list[Any] = []
         with self.condition:
@@ -144,7 +151,8 @@ class FutureFactory:
                 if fut is None or fut._state is not _PENDING:
                     continue
                 if code:
-                    fut._exception = value if code == FAILED else error_for_code(code, value)
+                    # Rare: the index is looked up only for a failed item.
+                    fut._exception = value if code == FAILED else make_error(futs.index(fut), code, value)
                     fut._state = _FINISHED
                     if fut._w:
                         for w in fut._w:
@@ -166,9 +174,7 @@ class FutureFactory:
         self.settle(futs, [(FAILED, exc)] * len(futs))
 
 
-def _outcome(code: int, value: Any) -> Any:  # pragma: no cover - other interpreters
-    if code == 0 or code == FAILED:
-        return value
+def _default_error(index: int, code: int, value: Any) -> BaseException:
     return error_for_code(code, value)
 
 

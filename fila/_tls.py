@@ -19,18 +19,24 @@ __all__ = ["make_ssl_context"]
 
 log = logging.getLogger("fila")
 
-PemInput = bytes | bytearray | str
+PemInput = bytes | bytearray | str | os.PathLike[str]
 
 ALPN_PROTOCOL = "fila/1"
 
 
 def _pem(value: PemInput, what: str) -> bytes:
+    if isinstance(value, os.PathLike):
+        try:
+            with open(value, "rb") as f:
+                value = f.read()
+        except OSError as exc:
+            raise ValueError(f"{what}: cannot read {os.fspath(value)!r}: {exc.strerror}") from None
     if isinstance(value, str):
         value = value.encode("ascii", "strict")
     elif isinstance(value, bytearray):
         value = bytes(value)
     elif not isinstance(value, bytes):
-        raise TypeError(f"{what} must be PEM bytes (or str), got {type(value).__name__}")
+        raise TypeError(f"{what} must be PEM bytes (or str, or a path to a PEM file), got {type(value).__name__}")
     if b"-----BEGIN" not in value:
         raise ValueError(f"{what} does not look like PEM (no '-----BEGIN' line)")
     return value
@@ -44,13 +50,15 @@ def make_ssl_context(
 ) -> ssl.SSLContext | None:
     """The client context, or ``None`` for plain TCP.
 
-    TLS is on when ``tls`` is true or any PEM is given. Without ``ca_cert`` the
-    system trust store is used. Hostname verification is always on.
+    TLS is on when ``tls`` is true or ``ca_cert`` is given. Without ``ca_cert``
+    the system trust store is used. Hostname verification is always on.
     """
+    if (client_cert is not None or client_key is not None) and not (tls or ca_cert is not None):
+        raise ValueError("client_cert and client_key require ca_cert or tls=True")
     if (client_cert is None) != (client_key is None):
         given, missing = ("client_cert", "client_key") if client_key is None else ("client_key", "client_cert")
         raise ValueError(f"{given} was given without {missing}: mTLS needs both the certificate and its key")
-    if not (tls or ca_cert is not None or client_cert is not None):
+    if not (tls or ca_cert is not None):
         return None
     if ca_cert is not None:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=_pem(ca_cert, "ca_cert").decode("ascii"))

@@ -2,127 +2,59 @@
 
 One :class:`Client` keeps one multiplexed connection for requests (any number
 of threads may use it at once) and opens one more connection per
-:meth:`Client.consume`. A background reader thread per connection completes
-the waiting threads; nothing polls.
+:meth:`Client.consume`. A reader thread per connection completes the waiting
+threads; nothing polls. The protocol decisions are :mod:`fila._core`'s; this
+module only drives sockets and threads.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import logging
 import threading
 import time
 import weakref
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from types import TracebackType
 from typing import Any
 
 from . import _operations as ops
-from ._accumulator import AccumulatorMode, SyncAccumulator
-from ._connection import Backoff, ClientBase
+from ._accumulator import SyncAccumulator
+from ._core import Decision, DeliveryBuffer, Retry, Settings, Subscription
 from ._futures import FutureFactory
-from ._sync_io import BlockingWaiter, SyncConnection
+from ._surface import ClientBase
+from ._sync_transport import BlockingWaiter, SyncConnection, Timers
 from .errors import (
-    ChannelFullError,
     ClientClosedError,
-    ConnectError,
     FilaConnectionError,
     FilaError,
-    NodeNotReadyError,
     NotLeaderError,
-    ProtocolError,
     RequestTimeoutError,
-    ServerError,
 )
-from .protocol import (
-    encode_enqueue,
-    encode_message,
+from .types import (
+    MAX_BATCH_MESSAGES,
+    AccumulatorMode,
+    AclEntry,
+    AclPermission,
+    ApiKeyInfo,
+    ConsumeMessage,
+    CreateApiKeyResult,
+    EnqueueResult,
+    QueueInfo,
+    StatsResult,
 )
-from .types import Acl, ApiKey, ApiKeyInfo, EnqueueResult, Message, Permission, QueueList, Stats
 
 __all__ = ["Client", "Consumer"]
-
-log = logging.getLogger("fila")
-
-_MAX_REDIRECTS = 5
-_RETRYABLE_CONSUME = (NotLeaderError, NodeNotReadyError, ChannelFullError)
-
-
-class _Timers:
-    """One lazily started daemon thread running delayed callbacks."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._cond = threading.Condition(threading.Lock())
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
-        with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="fila-timers", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def _run(self) -> None:
-        heap = self._heap
-        while True:
-            with self._cond:
-                while True:
-                    if heap:
-                        left = heap[0][0] - time.monotonic()
-                        if left <= 0 or self._closed:
-                            fn = heapq.heappop(heap)[2]
-                            break
-                        self._cond.wait(left)
-                    elif self._closed:
-                        self._thread = None
-                        return
-                    else:
-                        self._cond.wait()
-            try:
-                fn()
-            except Exception:  # pragma: no cover
-                log.exception("error in a fila timer callback")
-
-    def close(self) -> None:
-        """Run what is scheduled now, then stop."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-            t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join(10.0)
-
-
-def _deadline(timeout: float | None, default: float) -> float:
-    return time.monotonic() + (default if timeout is None else timeout)
 
 
 class Client(ClientBase):
     """A thread-safe client for a Fila server.
 
-    ``addr`` is ``host:port``, ``[v6]:port`` or a bare host (port 5555). The
-    connection opens on first use (or :meth:`connect`) and reopens, with
-    backoff, on the call after it was lost. Use it as a context manager, or
-    call :meth:`close`.
-
-    TLS: ``tls=True`` verifies the server against the system trust store;
-    ``ca_cert`` (PEM bytes) replaces that store; ``client_cert`` plus
-    ``client_key`` (PEM bytes) add a client certificate (mTLS). ``api_key``
-    is sent in the handshake and never shown in a repr or a log line.
-
-    ``accumulator`` sets how enqueues are batched: :attr:`AccumulatorMode.AUTO`,
-    :class:`Linger` or :attr:`AccumulatorMode.DISABLED`.
-
-    The constructor (keyword arguments and defaults) is :class:`ClientBase`'s,
-    the same for :class:`~fila.AsyncClient`.
+    The constructor connects and handshakes (raising
+    :class:`~fila.errors.ConnectError` when the server cannot be reached); a
+    connection lost later is reopened, with backoff, by the next call. Use
+    it as a context manager, or call :meth:`close`. See :class:`ClientBase`
+    for the parameters.
     """
 
     _conn: SyncConnection | None
@@ -130,24 +62,25 @@ class Client(ClientBase):
     def _setup(self) -> None:
         self._futures = FutureFactory()
         self._new_future = self._futures.new
-        self._timers = _Timers()
-        self._acc = SyncAccumulator(self._mode, self._send_enqueues, self._timers.call_later)
+        self._timers = Timers()
+        self._acc = SyncAccumulator(self._mode, self._send_enqueues, self._timers.call_later, self._batch_cap)
         self._submit = self._acc.submit
         self._connect_lock = threading.Lock()
         self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
+        try:
+            self._connection()
+        except BaseException:
+            self._closed = True
+            self._timers.close()
+            raise
 
     # ----------------------------------------------------------- lifecycle
 
     def __enter__(self) -> Client:
-        self.connect()
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
-
-    def connect(self) -> None:
-        """Open the connection now (otherwise the first call does)."""
-        self._connection()
 
     @property
     def node_id(self) -> int:
@@ -155,10 +88,10 @@ class Client(ClientBase):
         return self._connection().core.node_id
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush queued enqueues and wait for their answers, stop consumers, send Disconnect, close.
+        """Send what the accumulator holds and wait for its answers, close consumers, then disconnect.
 
-        Waits at most ``timeout`` (default: the request timeout) for pending
-        answers; whatever is still pending then fails with
+        Waits at most ``timeout`` seconds (default: the request timeout);
+        whatever is still unanswered then fails with
         :class:`~fila.errors.ClientClosedError`. Closing twice is harmless.
         """
         if self._closed:
@@ -178,9 +111,6 @@ class Client(ClientBase):
         conn = self._conn
         if conn is not None and not conn.dead:
             return conn
-        return self._reconnect()
-
-    def _reconnect(self) -> SyncConnection:
         with self._connect_lock:
             live: SyncConnection | None = self._live_connection()
             if live is not None:
@@ -201,22 +131,32 @@ class Client(ClientBase):
 
     # -------------------------------------------------------- generic call
 
-    def _call(self, op: ops.Op, timeout: float | None) -> Any:
-        retry = ops.Retry(_deadline(timeout, self._settings.request_timeout))
+    def _request(self, op: ops.Op, timeout: float | None) -> Any:
+        retry = Retry(self._deadline(timeout))
+        redirected = False
         while True:
             conn = self._connection()
             rid, data = ops.encode_op(op, conn.core)
             frame = conn.request(rid, data, retry.deadline)
             try:
                 return ops.parse_response(op, frame.opcode, frame.payload)
-            except ChannelFullError as exc:
-                time.sleep(retry.pause_or_raise(exc))
+            except NotLeaderError as exc:
+                if redirected or not exc.leader_addr:
+                    raise
+                redirected = True
+                with self._connect_lock:
+                    self._follow_leader(exc.leader_addr)
+            except FilaError as exc:
+                delay = retry.delay(exc, time.monotonic())
+                if delay is None:
+                    raise
+                time.sleep(delay)
 
     def _hot_batch(self, kind: ops.HotKind, items: list[Any], timeout: float | None) -> list[Any]:
-        """Send ``items`` in as many frames as needed; per item, the decoded result or a ServerError."""
+        """Send ``items`` in as many frames as needed; per item, the decoded result or a FilaError."""
         if not items:
             return []
-        batch = ops.HotBatch(kind, items, _deadline(timeout, self._settings.request_timeout))
+        batch = ops.HotBatch(kind, items, self._deadline(timeout))
         while True:
             conn = self._connection()
             sent: list[tuple[int, int, int, BlockingWaiter]] = []
@@ -235,50 +175,49 @@ class Client(ClientBase):
     # ----------------------------------------------------------- producing
 
     def enqueue(
-        self, queue: str, payload: bytes, headers: Mapping[str, str] | None = None, *, timeout: float | None = None
+        self, queue: str, headers: dict[str, str] | None, payload: bytes, *, timeout: float | None = None
     ) -> str:
-        """Enqueue one message and return its id (raises the per-message error, if any).
+        """Enqueue one message and return the id the broker gave it.
 
-        Goes through the accumulator, so concurrent calls share frames.
+        ``headers`` may be None. Goes through the accumulator (unless it is
+        DISABLED), so concurrent calls share frames. A refusal of this message
+        raises its error (e.g. :class:`~fila.errors.QueueNotFoundError`).
         """
-        fut = self.enqueue_nowait(queue, payload, headers)
+        fut = self.enqueue_nowait(queue, headers, payload)
         wait = self._wait_or_default(timeout)
         try:
             return fut.result(wait)
         except FutureTimeoutError:
             if fut.done():
                 return fut.result(0)
-            raise RequestTimeoutError(f"no answer to Enqueue within {wait}s") from None
+            raise RequestTimeoutError(f"enqueue to {queue!r}: no answer within {wait}s") from None
 
-    def enqueue_nowait(self, queue: str, payload: bytes, headers: Mapping[str, str] | None = None) -> Future[str]:
-        """Submit one message without waiting; the future resolves to its id or its error.
+    def enqueue_nowait(self, queue: str, headers: dict[str, str] | None, payload: bytes) -> Future[str]:
+        """Submit one message without waiting; the returned future resolves to its id or its error.
 
         Every future resolves: with the id, the message's own error, or a
-        connection / closed error. :meth:`close` waits for them.
+        connection / closed error; :meth:`flush` and :meth:`close` wait for
+        them. Argument errors raise here, at once.
         """
         if type(queue) is not str or type(payload) is not bytes or (headers is not None and type(headers) is not dict):
-            ops.check_enqueue(queue, payload, headers)
+            ops.check_enqueue(queue, headers, payload)
         fut = self._new_future()
         self._submit((queue, headers, payload), fut, len(payload))
         return fut
 
     def enqueue_many(
-        self,
-        messages: Iterable[tuple[str, bytes] | tuple[str, bytes, Mapping[str, str] | None]],
-        *,
-        timeout: float | None = None,
+        self, messages: Iterable[tuple[str, dict[str, str] | None, bytes]], *, timeout: float | None = None
     ) -> list[EnqueueResult]:
-        """Enqueue a batch: ``(queue, payload)`` or ``(queue, payload, headers)`` each.
+        """Enqueue ``(queue, headers, payload)`` tuples in as few frames as fit; one result per message, in order.
 
-        Returns one :class:`EnqueueResult` per message, in order; a message
-        that fails carries its error and never fails the others. Frames are
-        cut to the server's frame size. Transport failures raise.
+        A message that fails carries its error in its :class:`~fila.EnqueueResult`
+        and never fails the others; transport failures raise.
         """
         items = [ops.enqueue_item(m) for m in messages]
-        return ops.enqueue_results(self._hot_batch(ops.ENQUEUE, items, timeout))
+        return ops.enqueue_results(items, self._hot_batch(ops.ENQUEUE, items, timeout))
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Send queued enqueues now and wait for their answers; False if ``timeout`` passed first."""
+        """Send what the accumulator holds now and wait for every answer; False if ``timeout`` passed first."""
         return self._acc.drain(self._wait_or_default(timeout))
 
     def _send_enqueues(self, items: list[Any], futs: list[Any], size: int) -> None:
@@ -287,48 +226,58 @@ class Client(ClientBase):
         try:
             conn = self._connection()
         except BaseException as exc:
-            self._futures.fail(futs, _as_fila_error(exc))
+            self._futures.fail(futs, ops.as_fila_error(exc, "enqueue could not be sent"))
             acc_done()
             return
-        _EnqueueBatch.send(
-            self, conn, items, futs, size, ops.Group(1, acc_done), _deadline(None, self._settings.request_timeout)
-        )
+        _EnqueueBatch.send(self, conn, items, futs, size, ops.Group(1, acc_done), self._deadline(None))
 
     # ----------------------------------------------------------- consuming
 
     def consume(self, queue: str, *, buffer_size: int | None = None) -> Consumer:
-        """Subscribe to ``queue`` on a connection of its own; iterate the result for messages.
+        """Subscribe to ``queue`` (on a connection of its own) and return the stream of its messages.
 
-        The returned :class:`Consumer` is an iterator and a context manager;
-        leaving it (``with`` block, ``break`` plus garbage collection,
-        :meth:`Consumer.close`) cancels the subscription. Raises here if the
-        subscription is refused (e.g. :class:`~fila.errors.ForbiddenError`).
+        Subscribed when this returns (a refusal such as
+        :class:`~fila.errors.ForbiddenError` raises here). Iterate the
+        :class:`Consumer` (``for msg in ...`` / ``next(...)``) or call its
+        ``get(timeout)``; ``ack``/``nack`` through it are batched. Leaving it
+        (``with`` block, ``close()``, garbage collection) cancels the
+        subscription. A lost connection is resubscribed with backoff.
         """
-        return self._add_consumer(Consumer, queue, buffer_size)
+        self._check_open()
+        consumer = Consumer(self, queue, buffer_size or self._settings.consumer_buffer)
+        self._consumers.add(consumer)
+        return consumer
 
-    def ack(self, queue: str, message_id: str, *, timeout: float | None = None) -> None:
-        """Acknowledge one delivered message (raises e.g. MessageNotFoundError)."""
-        err = self.ack_many([(queue, message_id)], timeout=timeout)[0]
+    def ack(self, queue: str, msg_id: str, *, timeout: float | None = None) -> None:
+        """Acknowledge one delivered message: it is deleted (raises e.g. MessageNotFoundError)."""
+        err = self.ack_many([(queue, msg_id)], timeout=timeout)[0]
         if err is not None:
             raise err
 
-    def nack(self, queue: str, message_id: str, error: str = "", *, timeout: float | None = None) -> None:
-        """Negatively acknowledge one message: it is retried (or dead-lettered) by the server."""
-        err = self.nack_many([(queue, message_id, error)], timeout=timeout)[0]
+    def nack(self, queue: str, msg_id: str, error: str, *, timeout: float | None = None) -> None:
+        """Reject one delivered message with the failure text ``error``.
+
+        The server counts an attempt and runs the queue's ``on_failure`` hook:
+        it dead-letters the message if the hook returns ``{action = "dlq"}``;
+        otherwise (and without a hook) the message is retried, with no limit.
+        """
+        err = self.nack_many([(queue, msg_id, error)], timeout=timeout)[0]
         if err is not None:
             raise err
 
     def ack_many(
-        self, items: Iterable[Message | tuple[str, str]], *, timeout: float | None = None
-    ) -> list[ServerError | None]:
-        """Ack several messages (``Message`` or ``(queue, message_id)``); per item None or its error."""
-        return ops.ack_errors(self._hot_batch(ops.ACK, [ops.ack_item(i) for i in items], timeout))
+        self, items: Iterable[ConsumeMessage | tuple[str, str]], *, timeout: float | None = None
+    ) -> list[FilaError | None]:
+        """Ack several messages (``ConsumeMessage`` or ``(queue, msg_id)``); per item None or its error."""
+        batch = [ops.ack_item(i) for i in items]
+        return ops.ack_errors(ops.ACK, batch, self._hot_batch(ops.ACK, batch, timeout))
 
     def nack_many(
-        self, items: Iterable[tuple[Message, str] | tuple[str, str, str]], *, timeout: float | None = None
-    ) -> list[ServerError | None]:
-        """Nack several messages (``(queue, message_id, error)`` or ``(Message, error)``)."""
-        return ops.ack_errors(self._hot_batch(ops.NACK, [ops.nack_item(i) for i in items], timeout))
+        self, items: Iterable[tuple[ConsumeMessage, str] | tuple[str, str, str]], *, timeout: float | None = None
+    ) -> list[FilaError | None]:
+        """Nack several messages (``(queue, msg_id, error)`` or ``(ConsumeMessage, error)``); per item None or error."""
+        batch = [ops.nack_item(i) for i in items]
+        return ops.ack_errors(ops.NACK, batch, self._hot_batch(ops.NACK, batch, timeout))
 
     # --------------------------------------------------------------- admin
 
@@ -340,67 +289,76 @@ class Client(ClientBase):
         on_failure: str | None = None,
         visibility_timeout_ms: int = 0,
         timeout: float | None = None,
-    ) -> str:
-        """Create a queue (and its ``<name>.dlq``); returns the queue id. Lua hooks are optional."""
-        return self._call(ops.create_queue(name, on_enqueue, on_failure, visibility_timeout_ms), timeout)  # type: ignore[no-any-return]
+    ) -> None:
+        """Create a queue, and its dead-letter queue ``<name>.dlq``.
+
+        ``on_enqueue`` / ``on_failure`` are Lua scripts (hooks);
+        ``visibility_timeout_ms`` is how long a delivered message stays leased
+        (0: the server's default, 30 s).
+        """
+        self._request(ops.create_queue(name, on_enqueue, on_failure, visibility_timeout_ms), timeout)
 
     def delete_queue(self, name: str, *, timeout: float | None = None) -> None:
-        self._call(ops.delete_queue(name), timeout)
+        """Delete a queue (and its ``.dlq``) with its messages."""
+        self._request(ops.delete_queue(name), timeout)
 
-    def get_stats(self, queue: str, *, timeout: float | None = None) -> Stats:
-        """Depth, in-flight count, consumers, DRR and throttle state of one queue."""
-        return self._call(ops.get_stats(queue), timeout)  # type: ignore[no-any-return]
+    def get_stats(self, queue: str, *, timeout: float | None = None) -> StatsResult:
+        """Depth, in-flight count, consumers, fairness and throttle state of one queue."""
+        result: StatsResult = self._request(ops.get_stats(queue), timeout)
+        return result
 
-    def list_queues(self, *, timeout: float | None = None) -> QueueList:
-        return self._call(ops.list_queues(), timeout)  # type: ignore[no-any-return]
+    def list_queues(self, *, timeout: float | None = None) -> list[QueueInfo]:
+        """Every queue (DLQs included), sorted by name."""
+        result: list[QueueInfo] = self._request(ops.list_queues(), timeout)
+        return result
 
     def set_config(self, key: str, value: str, *, timeout: float | None = None) -> None:
-        self._call(ops.set_config(key, value), timeout)
+        """Set a runtime config key (``throttle.<key>`` = ``"rate,burst"`` creates a throttle); "" deletes it."""
+        self._request(ops.set_config(key, value), timeout)
 
     def get_config(self, key: str, *, timeout: float | None = None) -> str:
         """The value of a runtime config key ("" when unset)."""
-        return self._call(ops.get_config(key), timeout)  # type: ignore[no-any-return]
+        result: str = self._request(ops.get_config(key), timeout)
+        return result
 
     def list_config(self, prefix: str = "", *, timeout: float | None = None) -> dict[str, str]:
-        return self._call(ops.list_config(prefix), timeout)  # type: ignore[no-any-return]
+        """Every runtime config key starting with ``prefix``, with its value."""
+        result: dict[str, str] = self._request(ops.list_config(prefix), timeout)
+        return result
 
     def redrive(self, dlq_queue: str, count: int = 0, *, timeout: float | None = None) -> int:
-        """Move up to ``count`` (0 = all) messages from a DLQ back to its parent; returns how many moved."""
-        return self._call(ops.redrive(dlq_queue, count), timeout)  # type: ignore[no-any-return]
+        """Move up to ``count`` messages (0: all) from a dead-letter queue back to its parent; returns how many."""
+        result: int = self._request(ops.redrive(dlq_queue, count), timeout)
+        return result
 
     # ---------------------------------------------------------------- auth
 
     def create_api_key(
         self, name: str, *, expires_at_ms: int = 0, superadmin: bool = False, timeout: float | None = None
-    ) -> ApiKey:
-        """Create an API key; the plaintext token (``.key``) is returned only this once."""
-        return self._call(ops.create_api_key(name, expires_at_ms, superadmin), timeout)  # type: ignore[no-any-return]
+    ) -> CreateApiKeyResult:
+        """Create an API key; its token (``raw_key``) is returned only this once. ``expires_at_ms`` 0: never."""
+        result: CreateApiKeyResult = self._request(ops.create_api_key(name, expires_at_ms, superadmin), timeout)
+        return result
 
     def revoke_api_key(self, key_id: str, *, timeout: float | None = None) -> None:
-        self._call(ops.revoke_api_key(key_id), timeout)
+        """Revoke an API key: its open connections get Forbidden from their next request on."""
+        self._request(ops.revoke_api_key(key_id), timeout)
 
     def list_api_keys(self, *, timeout: float | None = None) -> list[ApiKeyInfo]:
-        return self._call(ops.list_api_keys(), timeout)  # type: ignore[no-any-return]
+        """Every stored API key (never the token)."""
+        result: list[ApiKeyInfo] = self._request(ops.list_api_keys(), timeout)
+        return result
 
     def set_acl(
-        self, key_id: str, permissions: Iterable[Permission | tuple[str, str]], *, timeout: float | None = None
+        self, key_id: str, permissions: Iterable[AclPermission | tuple[str, str]], *, timeout: float | None = None
     ) -> None:
-        """Replace a key's permissions (``Permission(kind, pattern)`` or pairs)."""
-        self._call(ops.set_acl(key_id, permissions), timeout)
+        """Replace a key's permissions with ``(kind, pattern)`` pairs or :class:`~fila.AclPermission` items."""
+        self._request(ops.set_acl(key_id, permissions), timeout)
 
-    def get_acl(self, key_id: str, *, timeout: float | None = None) -> Acl:
-        return self._call(ops.get_acl(key_id), timeout)  # type: ignore[no-any-return]
-
-
-# --------------------------------------------------------------------- helpers
-
-
-def _as_fila_error(exc: BaseException) -> BaseException:
-    if isinstance(exc, FilaError):
-        return exc
-    err = ConnectError(f"could not send: {exc}")
-    err.__cause__ = exc
-    return err
+    def get_acl(self, key_id: str, *, timeout: float | None = None) -> AclEntry:
+        """A key's superadmin flag and permissions."""
+        result: AclEntry = self._request(ops.get_acl(key_id), timeout)
+        return result
 
 
 class _EnqueueBatch(ops.EnqueueBatchBase):
@@ -419,21 +377,22 @@ class _EnqueueBatch(ops.EnqueueBatchBase):
         group: ops.Group,
         deadline: float,
     ) -> None:
-        """Encode ``items`` into frames (one group member becomes one per frame) and write them."""
-        core = conn.core
+        """Encode ``items`` into frames (the group counts one member per frame) and write them."""
         fail = client._futures.fail
-        items, futs, frames = ops.enqueue_frames(core, items, futs, size, lambda fut, exc: fail([fut], exc))
+        frames = ops.enqueue_frames(conn.core, items, futs, size, lambda fut, exc: fail([fut], exc))
         if not frames:
             group.one_done()
             return
         if len(frames) > 1:
             group.add(len(frames) - 1)
-        for rid, data, part, part_futs in ops.split_frames(frames, items, futs):
-            batch = _EnqueueBatch(client, part, part_futs, group, deadline)
-            batch._write(conn, rid, data)
+        for rid, data, part, part_futs in frames:
+            _EnqueueBatch(client, part, part_futs, group, deadline)._write(conn, rid, data)
 
     def _resolve(self, results: list[tuple[int, str]]) -> None:
-        self.client._futures.settle(self.futs, results)
+        items = self.items
+        self.client._futures.settle(
+            self.futs, results, lambda i, code, text: ops.item_error(ops.ENQUEUE, items[i], code, text)
+        )
 
     def _fail_futures(self, exc: BaseException) -> None:
         self.client._futures.fail(self.futs, exc)
@@ -453,10 +412,9 @@ class _EnqueueBatch(ops.EnqueueBatchBase):
     def _resend(self) -> None:
         try:
             conn = self.client._connection()
-            rid = conn.core.next_id()
-            data = encode_enqueue(rid, self.items, conn.core.max_frame_size)
+            rid, data = self.reencode(conn.core)
         except BaseException as exc:
-            self.fail(_as_fila_error(exc))
+            self.fail(ops.as_fila_error(exc, "enqueue could not be resent"))
             return
         self._write(conn, rid, data)
 
@@ -464,20 +422,21 @@ class _EnqueueBatch(ops.EnqueueBatchBase):
 # --------------------------------------------------------------------- consumer
 
 
-class _StopConsuming(Exception):
+class _Closed(Exception):
     pass
 
 
 class Consumer:
-    """Messages of one subscription, on a connection of its own.
+    """The messages of one subscription, on a connection of its own.
 
-    Iterate it (``for msg in consumer``) or call :meth:`get`. It is a context
-    manager; leaving it, :meth:`close`, or dropping the last reference sends
-    CancelConsume. Deliveries wait in a bounded buffer; when it is full the
-    connection stops being read, so the server holds back (TCP backpressure).
-    A dropped connection is re-established and the subscription renewed with
-    backoff (messages that were leased come back after their visibility
-    timeout). :meth:`ack` / :meth:`nack` are batched over this connection.
+    Iterate it (``for msg in consumer`` or ``next(consumer)``) or call
+    :meth:`get`. It is a context manager; leaving it, :meth:`close`, or
+    dropping the last reference cancels the subscription. Deliveries wait in
+    a bounded buffer; when it is full the connection stops being read, so the
+    server holds back (TCP backpressure). A dropped connection is reopened
+    and the subscription renewed with backoff (messages that were leased come
+    back after their visibility timeout). :meth:`ack` / :meth:`nack` are
+    batched.
     """
 
     def __init__(self, client: Client, queue: str, buffer_size: int) -> None:
@@ -486,49 +445,49 @@ class Consumer:
         self.queue = queue
         state = _ConsumerState(client, queue, buffer_size)
         self._state = state
-        self._buf = state.buf
+        self._buf = state.buffer.messages
         state.start()
         self._finalizer = weakref.finalize(self, state.close)
 
     def __repr__(self) -> str:
         return f"<fila.Consumer queue={self.queue!r} {'closed' if self._state.closed else 'open'}>"
 
-    def __iter__(self) -> Iterator[Message]:
+    def __iter__(self) -> Iterator[ConsumeMessage]:
         return self
 
-    def __next__(self) -> Message:
+    def __next__(self) -> ConsumeMessage:
         try:
             msg = self._buf.popleft()
         except IndexError:
             try:
-                return self._state.wait(None)  # type: ignore[return-value]
-            except _StopConsuming:
+                waited = self._state.wait(None)
+            except _Closed:
                 raise StopIteration from None
-        state = self._state
-        if state.paused and len(self._buf) <= state.low:
-            state.wake()
-        return msg  # type: ignore[no-any-return]
+            assert waited is not None  # no timeout: a message, an error or closed
+            return waited
+        if self._state.buffer.paused:
+            self._state.maybe_resume()
+        return msg
 
-    def get(self, timeout: float | None = None) -> Message | None:
-        """The next message, or None if none came within ``timeout`` seconds (or the consumer closed)."""
+    def get(self, timeout: float | None = None) -> ConsumeMessage | None:
+        """The next message, or None if none came within ``timeout`` seconds (or the consumer is closed)."""
         try:
             msg = self._buf.popleft()
         except IndexError:
             try:
                 return self._state.wait(timeout)
-            except _StopConsuming:
+            except _Closed:
                 return None
-        state = self._state
-        if state.paused and len(self._buf) <= state.low:
-            state.wake()
-        return msg  # type: ignore[no-any-return]
+        if self._state.buffer.paused:
+            self._state.maybe_resume()
+        return msg
 
-    def ack(self, message: Message) -> None:
-        """Acknowledge ``message``, batched with other acks; failures are logged (the message then comes back)."""
+    def ack(self, message: ConsumeMessage) -> None:
+        """Acknowledge ``message``, batched with other acks; a failure is logged (the message then comes back)."""
         self._state.acks.submit((message.queue, message.id), None, 0)
 
-    def nack(self, message: Message, error: str = "") -> None:
-        """Negatively acknowledge ``message`` (batched, like :meth:`ack`)."""
+    def nack(self, message: ConsumeMessage, error: str = "") -> None:
+        """Reject ``message`` with the failure text ``error`` (batched, like :meth:`ack`); see ``Client.nack``."""
         self._state.nacks.submit((message.queue, message.id, error), None, 0)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -542,6 +501,7 @@ class Consumer:
 
     @property
     def closed(self) -> bool:
+        """True once closed (by :meth:`close`, the client's close, or a final subscription error)."""
         return self._state.closed
 
     def close(self) -> None:
@@ -560,122 +520,91 @@ class _ConsumerState:
 
     def __init__(self, client: Client, queue: str, capacity: int) -> None:
         self.client_ref = weakref.ref(client)
-        self.origin = client._settings
-        self.settings = client._settings
+        self.settings: Settings = client._settings
         self.timers = client._timers
         self.queue = queue
-        self.capacity = capacity
-        self.low = capacity // 2
-        self.buf: deque[Any] = deque()
+        self.sub = Subscription(client._origin, queue, time.monotonic())
+        self.buffer: DeliveryBuffer[ConsumeMessage] = DeliveryBuffer(capacity)
         self.cond = threading.Condition(threading.Lock())
         self.waiting = 0
         self.flushing = 0
-        self.paused = False
         self.closed = False
         self.error: BaseException | None = None
         self.conn: SyncConnection | None = None
-        self.consume_rid = 0
         self.thread: threading.Thread | None = None
         self.closed_event = threading.Event()
-        self.backoff = Backoff(self.settings.reconnect_initial, self.settings.reconnect_max)
         self.acks = SyncAccumulator(
-            AccumulatorMode.AUTO,
-            self._sender(ops.ACK, "ack"),
-            self.timers.call_later,
+            AccumulatorMode.AUTO, self._sender(ops.ACK), self.timers.call_later, MAX_BATCH_MESSAGES
         )
         self.nacks = SyncAccumulator(
-            AccumulatorMode.AUTO,
-            self._sender(ops.NACK, "nack"),
-            self.timers.call_later,
+            AccumulatorMode.AUTO, self._sender(ops.NACK), self.timers.call_later, MAX_BATCH_MESSAGES
         )
 
     # ---------------------------------------------------------- subscribe
 
     def start(self) -> None:
-        deadline = time.monotonic() + self.settings.request_timeout
-        backoff = Backoff(self.settings.reconnect_initial, self.settings.reconnect_max)
-        while True:
-            try:
-                self.conn = self._subscribe(time.monotonic() + self.settings.request_timeout)
-                break
-            except (NotLeaderError, NodeNotReadyError, ChannelFullError):
-                delay = backoff.next()
-                if time.monotonic() + delay >= deadline:
-                    raise
-                time.sleep(delay)
+        """Subscribe (raising what the subscription's state machine gives up with), then start reading."""
+        conn = self._subscribe(Decision("subscribe", 0.0, self.sub.target))
+        if conn is None:
+            raise self.error or ClientClosedError("the consumer was closed while subscribing")
+        self.conn = conn
         self.thread = threading.Thread(target=self._run, name=f"fila-consumer-{self.queue}", daemon=True)
         self.thread.start()
 
-    def _subscribe(self, deadline: float) -> SyncConnection:
-        """Connect and subscribe (following NotLeader redirects); return the live connection."""
-        settings = self.settings
-        for _ in range(_MAX_REDIRECTS + 1):
-            conn = SyncConnection(settings, self._on_delivery)
+    def _subscribe(self, decision: Decision) -> SyncConnection | None:
+        """Carry out decisions until subscribed (the connection) or given up / closed (None)."""
+        while True:
+            if decision.action == "fail":
+                with self.cond:
+                    self.error = decision.error
+                    self.cond.notify_all()
+                return None
+            if decision.delay and self.closed_event.wait(decision.delay):
+                return None
+            if self.closed:
+                return None
+            assert decision.settings is not None
             try:
-                conn.open()
-            except FilaConnectionError:
-                if settings is not self.origin:  # the redirect target is gone: start over at the origin
-                    self.settings = self.origin
-                raise
-            rid = conn.core.next_id()
-            conn.core.consume_id = rid
+                conn = self._subscribe_at(decision.settings)
+            except Exception as exc:
+                decision = self.sub.refused(exc, time.monotonic())
+                continue
+            self.sub.subscribed()
+            return conn
+
+    def _subscribe_at(self, settings: Settings) -> SyncConnection:
+        conn = SyncConnection(settings, self._on_delivery)
+        conn.open()
+        try:
+            rid, frame = conn.core.consume_frame(self.queue)
             waiter = BlockingWaiter()
             conn.core.register(rid, waiter)
-            try:
-                conn.write(encode_message("ConsumeRequest", rid, {"queue": self.queue}), waiter)
-                conn.pump(waiter, deadline)
-                ops.check_consume_ok(waiter.frame)
-            except NotLeaderError as exc:
-                conn.close()
-                if exc.leader_addr:
-                    log.info("consume %r: redirected to leader %s", self.queue, exc.leader_addr)
-                    settings = self.settings = self.origin.redirected(exc.leader_addr)
-                    continue
-                raise
-            except FilaError:
-                conn.close()
-                raise
-            except OSError as exc:
-                conn.close()
-                raise ConnectError(f"subscribing to {self.queue!r} at {settings.address} failed: {exc}") from exc
-            self.consume_rid = rid
-            conn.gate = self._gate
-            log.debug("subscribed to %r at %s", self.queue, settings.address)
-            return conn
-        raise NotLeaderError(f"too many leader redirects subscribing to {self.queue!r}")
+            conn.write(frame, waiter)
+            conn.pump(waiter, time.monotonic() + settings.request_timeout)
+            ops.check_consume_ok(waiter.frame, self.queue)
+        except BaseException as exc:
+            conn.close()
+            raise ops.as_fila_error(exc, f"subscribing to {self.queue!r} at {settings.address} failed") from exc
+        conn.gate = self._gate
+        return conn
 
     def _run(self) -> None:
         conn = self.conn
-        while True:
-            assert conn is not None
+        while conn is not None:
             conn.run_reader()
             if self.closed:
                 return
-            log.info("consumer of %r lost its connection; resubscribing", self.queue)
-            conn = None
-            while conn is None:
-                if self.closed_event.wait(self.backoff.next()):
-                    return
-                try:
-                    conn = self._subscribe(time.monotonic() + self.settings.request_timeout)
-                except (FilaConnectionError, ProtocolError, *_RETRYABLE_CONSUME) as exc:
-                    log.debug("resubscribing to %r failed: %s", self.queue, exc)
-                except ServerError as exc:
-                    log.error("consumer of %r stopped: %s", self.queue, exc)
-                    with self.cond:
-                        self.error = exc
-                        self.cond.notify_all()
-                    return
-            self.backoff.reset()
-            if self.closed:
+            cause = conn.core.dead or ClientClosedError("connection ended")
+            conn = self._subscribe(self.sub.lost(cause, time.monotonic()))
+            if conn is not None and self.closed:
                 conn.close()
                 return
             self.conn = conn
 
     # ------------------------------------------------------- reader side
 
-    def _on_delivery(self, messages: list[Any]) -> None:
-        self.buf.extend(messages)
+    def _on_delivery(self, messages: list[ConsumeMessage]) -> None:
+        self.buffer.push(messages)
         if self.waiting:
             with self.cond:
                 self.cond.notify()
@@ -683,37 +612,38 @@ class _ConsumerState:
     def _gate(self) -> None:
         # Stop reading while the buffer is full, unless a thread waits for answers on
         # this connection (flush/close): fire-and-forget acks are answered after resuming.
-        buf = self.buf
-        if len(buf) < self.capacity or self.closed or self.flushing:
+        buffer = self.buffer
+        if len(buffer.messages) < buffer.capacity or self.closed or self.flushing:
             return
         conn = self.conn
         if conn is None:
             return
         with self.cond:
-            self.paused = True
+            buffer.paused = True
             try:
-                while len(buf) > self.low and not self.flushing and not self.closed and not conn.dead:
+                while len(buffer.messages) > buffer.low and not self.flushing and not self.closed and not conn.dead:
                     self.cond.wait()
             finally:
-                self.paused = False
+                buffer.paused = False
 
-    def wake(self) -> None:
-        with self.cond:
-            self.cond.notify_all()
+    def maybe_resume(self) -> None:
+        if self.buffer.should_resume():
+            with self.cond:
+                self.cond.notify_all()
 
     # ----------------------------------------------------- consumer side
 
-    def wait(self, timeout: float | None) -> Message | None:
-        buf = self.buf
+    def wait(self, timeout: float | None) -> ConsumeMessage | None:
+        msgs = self.buffer.messages
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.cond:
             self.waiting += 1
             try:
-                while not buf:
-                    if self.closed:
-                        raise _StopConsuming
+                while not msgs:
                     if self.error is not None:
                         raise self.error
+                    if self.closed:
+                        raise _Closed
                     if deadline is None:
                         self.cond.wait()
                     else:
@@ -721,28 +651,28 @@ class _ConsumerState:
                         if left <= 0:
                             return None
                         self.cond.wait(left)
-                msg = buf.popleft()
+                msg = msgs.popleft()
             finally:
                 self.waiting -= 1
-            if self.paused and len(buf) <= self.low:
+            if self.buffer.should_resume():
                 self.cond.notify_all()
-        return msg  # type: ignore[no-any-return]
+        return msg
 
-    def _sender(self, kind: ops.HotKind, what: str) -> Callable[[list[Any], list[Any], int], None]:
+    def _sender(self, kind: ops.HotKind) -> Any:
         def send(items: list[Any], futs: list[Any], size: int) -> None:
-            acc = self.acks if what == "ack" else self.nacks
+            acc = self.acks if kind is ops.ACK else self.nacks
             conn = self.conn
             if conn is None or conn.dead:
+                # A lease is not tied to the connection that received it: use the client's.
                 client = self.client_ref()
                 try:
                     if client is None:
                         raise ClientClosedError("the client is gone")
                     conn = client._connection()
                 except BaseException as exc:
-                    log.warning("%d %ss could not be sent: %s", len(items), what, exc)
-                    acc.done()
+                    ops.AckBatch(items, kind, ops.Group(1, acc.done)).fail(exc)
                     return
-            ops.send_acks(conn, items, kind, what, acc.done)
+            ops.send_acks(conn, items, kind, acc.done)
 
         return send
 
@@ -762,6 +692,7 @@ class _ConsumerState:
     def close(self) -> None:
         if self.closed:
             return
+        self.sub.close()
         with self.cond:
             self.closed = True
             self.cond.notify_all()
@@ -770,7 +701,7 @@ class _ConsumerState:
         in_reader = self.thread is threading.current_thread()
         if conn is not None and not conn.dead:
             try:
-                conn.write(b"\x00\x00\x00\x06\x15\x00" + self.consume_rid.to_bytes(4, "big"))
+                conn.write(conn.core.cancel_frame())
             except Exception:  # pragma: no cover
                 pass
         wait = 0.0 if in_reader else min(self.settings.request_timeout, 10.0)
@@ -780,7 +711,7 @@ class _ConsumerState:
         conn = self.conn
         if conn is not None:
             conn.close()
-        self.buf.clear()
+        self.buffer.messages.clear()
         t = self.thread
         if t is not None and not in_reader:
             t.join(5.0)

@@ -1,83 +1,137 @@
-"""Result and message types handed to users.
+"""Result and message types (fila-python 0.3.0's, field for field).
 
-``Message`` (a delivered message) comes from the active codec twin. The
-other types are plain immutable value objects returned by the clients.
+All are frozen dataclasses except :class:`AccumulatorMode` (an ``Enum``).
+:class:`ConsumeMessage` is the active codec twin's message class: a
+dataclass-compatible immutable object built by the decoder without running a
+Python constructor per message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, NamedTuple
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .errors import ServerError
+from .errors import FilaError, error_for_code
 
-if TYPE_CHECKING:  # the active twin's class; both have the same interface
-    from .protocol.pure import Message
+if TYPE_CHECKING:  # the active twin's class; both twins have the same interface
+    from .protocol.pure import ConsumeMessage
 else:
-    from .protocol import Message
+    from .protocol import ConsumeMessage
 
 __all__ = [
-    "Acl",
-    "ApiKey",
+    "AccumulatorMode",
+    "AclEntry",
+    "AclPermission",
     "ApiKeyInfo",
+    "ConsumeMessage",
+    "CreateApiKeyResult",
     "EnqueueResult",
-    "FairnessKeyStats",
-    "Message",
-    "Permission",
+    "FairnessKeyStat",
+    "Linger",
     "QueueInfo",
-    "QueueList",
-    "Stats",
-    "ThrottleStats",
+    "StatsResult",
+    "ThrottleKeyStat",
 ]
 
+#: Most messages one Enqueue frame may carry (the server refuses counts above 1,000,000).
+MAX_BATCH_MESSAGES = 50_000
 
-class EnqueueResult:
-    """The outcome of one message of :meth:`~fila.Client.enqueue_many`.
 
-    Exactly one of ``message_id`` and ``error`` is set; ``ok`` says which.
+class AccumulatorMode(enum.Enum):
+    """How ``enqueue`` calls are batched into Enqueue frames.
+
+    ``AUTO`` (default): a message goes out at once when nothing is in flight;
+    what arrives while a frame is in flight goes out together in the next
+    frame (up to ``max_accumulator_messages``). ``DISABLED``: one frame per
+    message. For a time-based window pass a :class:`Linger` instead.
     """
 
-    __slots__ = ("error", "message_id")
+    AUTO = enum.auto()
+    DISABLED = enum.auto()
 
-    def __init__(self, message_id: str | None, error: ServerError | None = None) -> None:
-        self.message_id = message_id
-        self.error = error
+
+@dataclass(frozen=True)
+class Linger:
+    """Batch for up to ``linger_ms`` milliseconds or ``max_messages`` messages, whichever comes first."""
+
+    linger_ms: float
+    max_messages: int = 1000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.linger_ms, bool) or not (isinstance(self.linger_ms, (int, float)) and self.linger_ms >= 0):
+            raise ValueError(f"Linger.linger_ms must be a number of milliseconds >= 0, got {self.linger_ms!r}")
+        if isinstance(self.max_messages, bool) or not (
+            isinstance(self.max_messages, int) and 0 < self.max_messages <= MAX_BATCH_MESSAGES
+        ):
+            raise ValueError(
+                f"Linger.max_messages must be an int in 1..{MAX_BATCH_MESSAGES}, got {self.max_messages!r}"
+            )
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """The outcome of one message of ``enqueue_many``.
+
+    ``message_id`` is set on success; ``error`` on failure, as text that starts
+    with ``error 0xNN`` (the code) followed by what went wrong. The typed
+    exception is :attr:`exception` and the code :attr:`code`, so nothing needs
+    parsing.
+    """
+
+    message_id: str | None
+    error: str | None
 
     @property
-    def ok(self) -> bool:
-        return self.error is None
+    def is_success(self) -> bool:
+        return self.message_id is not None
 
-    def unwrap(self) -> str:
-        """The message id, or raise the per-item error."""
-        if self.error is not None:
-            raise self.error
-        assert self.message_id is not None
-        return self.message_id
+    @property
+    def exception(self) -> FilaError | None:
+        """The failure as a typed exception (:mod:`fila.errors`), or None on success."""
+        exc: FilaError | None = self.__dict__.get("_exception")
+        if exc is None and self.error is not None:
+            code = _code_of(self.error)
+            exc = error_for_code(code if code is not None else 0xFF, self.error)
+        return exc
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, EnqueueResult):
-            return NotImplemented
-        return self.message_id == other.message_id and repr(self.error) == repr(other.error)
+    @property
+    def code(self) -> int | None:
+        """The error code (an :class:`~fila.ErrorCode` value), or None on success."""
+        exc = self.exception
+        return None if exc is None else exc.code
 
-    __hash__ = None  # type: ignore[assignment]
+    @classmethod
+    def failed(cls, exc: FilaError) -> EnqueueResult:
+        """The result of a message that failed with ``exc``."""
+        code = exc.code if exc.code is not None else 0xFF
+        result = cls(None, f"error 0x{code:02x}: {exc}")
+        object.__setattr__(result, "_exception", exc)
+        return result
 
-    def __repr__(self) -> str:
-        if self.error is None:
-            return f"EnqueueResult(message_id={self.message_id!r})"
-        return f"EnqueueResult(error={self.error!r})"
+
+def _code_of(text: str) -> int | None:
+    if text.startswith("error 0x"):
+        try:
+            return int(text[8:10], 16)
+        except ValueError:
+            return None
+    return None
 
 
-class FairnessKeyStats(NamedTuple):
-    """DRR state of one active fairness key (``Stats.per_key``)."""
+@dataclass(frozen=True)
+class FairnessKeyStat:
+    """DRR state of one active fairness key."""
 
     key: str
-    pending: int
-    deficit: int
+    pending_count: int
+    current_deficit: int
     weight: int
 
 
-class ThrottleStats(NamedTuple):
-    """Token-bucket state of one throttle key (``Stats.per_throttle``)."""
+@dataclass(frozen=True)
+class ThrottleKeyStat:
+    """Token-bucket state of one throttle key (buckets are server-wide)."""
 
     key: str
     tokens: float
@@ -85,104 +139,64 @@ class ThrottleStats(NamedTuple):
     burst: float
 
 
-class Stats(NamedTuple):
-    """What :meth:`~fila.Client.get_stats` reports for one queue.
-
-    ``depth`` counts pending plus in-flight (leased) messages.
-    """
+@dataclass(frozen=True)
+class StatsResult:
+    """What ``get_stats`` reports for one queue. ``depth`` counts pending plus in-flight (leased) messages."""
 
     depth: int
     in_flight: int
     active_fairness_keys: int
     active_consumers: int
     quantum: int
-    leader_node_id: int
-    replication_count: int
-    per_key: tuple[FairnessKeyStats, ...]
-    per_throttle: tuple[ThrottleStats, ...]
+    leader_node_id: int = 0
+    replication_count: int = 0
+    per_key_stats: list[FairnessKeyStat] = field(default_factory=list)
+    per_throttle_stats: list[ThrottleKeyStat] = field(default_factory=list)
 
 
-class QueueInfo(NamedTuple):
-    """One queue of :class:`QueueList`."""
+@dataclass(frozen=True)
+class QueueInfo:
+    """One queue of ``list_queues`` (DLQs included)."""
 
     name: str
     depth: int
     in_flight: int
     active_consumers: int
-    leader_node_id: int
+    leader_node_id: int = 0
 
 
-class QueueList(NamedTuple):
-    """What :meth:`~fila.Client.list_queues` returns: the queues and the cluster size.
-
-    Iterating it yields the :class:`QueueInfo` items; ``names`` lists the names.
-    """
-
-    queues: tuple[QueueInfo, ...]
-    cluster_node_count: int
-
-    def __iter__(self) -> Iterator[QueueInfo]:  # type: ignore[override]
-        return iter(self.queues)
-
-    def __len__(self) -> int:
-        return len(self.queues)
-
-    def __contains__(self, name: object) -> bool:
-        return any(q.name == name for q in self.queues)
-
-    @property
-    def names(self) -> list[str]:
-        return [q.name for q in self.queues]
-
-
-class ApiKey(NamedTuple):
-    """A newly created API key. ``key`` is the plaintext token, shown only once.
-
-    The token never appears in ``repr``.
-    """
+@dataclass(frozen=True)
+class CreateApiKeyResult:
+    """A new API key. ``raw_key`` is the plaintext token, returned only this once and never shown by ``repr``."""
 
     key_id: str
-    key: str
-    is_superadmin: bool
-
-    def __repr__(self) -> str:
-        return f"ApiKey(key_id={self.key_id!r}, key=<hidden>, is_superadmin={self.is_superadmin})"
+    raw_key: str = field(repr=False)
+    is_superadmin: bool = False
 
 
-class ApiKeyInfo(NamedTuple):
-    """One entry of :meth:`~fila.Client.list_api_keys` (no secret material)."""
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """One entry of ``list_api_keys`` (no secret). Times are Unix ms; ``expires_at`` 0 means never."""
 
     key_id: str
     name: str
-    created_at_ms: int
-    expires_at_ms: int
-    is_superadmin: bool
+    created_at: int
+    expires_at: int = 0
+    is_superadmin: bool = False
 
 
-class Permission(NamedTuple):
-    """One ACL grant: ``kind`` is ``"produce"``, ``"consume"`` or ``"admin"``;
-    ``pattern`` is a queue name, ``"*"`` or a prefix wildcard like ``"orders.*"``.
-    """
+@dataclass(frozen=True)
+class AclPermission:
+    """One grant: ``kind`` is ``produce``, ``consume`` or ``admin``; ``pattern`` a queue name, ``*`` or ``prefix.*``."""
 
     kind: str
     pattern: str
 
-    @classmethod
-    def produce(cls, pattern: str) -> Permission:
-        return cls("produce", pattern)
 
-    @classmethod
-    def consume(cls, pattern: str) -> Permission:
-        return cls("consume", pattern)
-
-    @classmethod
-    def admin(cls, pattern: str) -> Permission:
-        return cls("admin", pattern)
-
-
-class Acl(NamedTuple):
-    """What :meth:`~fila.Client.get_acl` returns; ``permissions`` can be passed to ``set_acl``."""
+@dataclass(frozen=True)
+class AclEntry:
+    """What ``get_acl`` returns; ``permissions`` can be passed back to ``set_acl``."""
 
     key_id: str
     is_superadmin: bool
-    permissions: tuple[Permission, ...]
+    permissions: list[AclPermission] = field(default_factory=list)

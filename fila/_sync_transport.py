@@ -1,15 +1,24 @@
-"""The blocking-socket side of :class:`~fila.Client`: one FIBP connection.
+"""The threads-and-sockets driver of :class:`~fila.Client`: one FIBP connection.
 
 A :class:`SyncConnection` owns a socket (TLS through a memory BIO, so that
 the reader thread and writing threads never use one ``SSLSocket`` at once),
-a :class:`~fila._connection.Core`, a combining writer (whoever gets the
-write lock sends everything queued, so frames from several threads go out in
-one ``send``) and a reader loop run by a thread of the owner's choosing.
+a :class:`~fila._core.ConnectionCore` that makes every protocol decision, a
+combining writer (whoever gets the write lock sends everything queued, so
+frames from several threads go out in one ``send``) and a reader loop run by
+a thread of the owner's choosing. :class:`Timers` runs delayed callbacks.
+
+Delayed ACKs: the server leaves Nagle's algorithm on, so a frame it writes
+while an earlier one is unacknowledged waits for our ACK, which Linux delays
+by up to 40 ms. Where ``TCP_QUICKACK`` exists the reader re-arms it after
+every read, so the kernel acknowledges at once (one ``setsockopt`` per
+``recv``, which carries many frames under load).
 """
 
 from __future__ import annotations
 
 import _thread
+import heapq
+import itertools
 import logging
 import select
 import socket
@@ -19,24 +28,88 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._connection import Core, NullWaiter, Settings
+from ._core import DISCONNECT_FRAME, ConnectionCore, Keepalive, Settings
 from .errors import (
-    ClientClosedError,
     ConnectError,
     ConnectionLostError,
+    DecodeError,
     FilaConnectionError,
     FilaError,
+    ProtocolError,
     RequestTimeoutError,
 )
-from .protocol import encode_message
 
-__all__ = ["BlockingWaiter", "NullWaiter", "SyncConnection"]
+__all__ = ["BlockingWaiter", "SyncConnection", "Timers", "quickack"]
 
 log = logging.getLogger("fila")
 
 _RECV_SIZE = 256 * 1024
-_PING = encode_message("Ping", 0)[:6]  # length + opcode; request id appended per ping
-_DISCONNECT = encode_message("Disconnect", 0)
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
+def quickack(sock: socket.socket) -> Callable[[], None] | None:
+    """A function that re-arms ``TCP_QUICKACK`` on ``sock``, or None where the platform has no such option."""
+    if _QUICKACK is None:
+        return None
+    setsockopt = sock.setsockopt
+    level, opt = socket.IPPROTO_TCP, _QUICKACK
+
+    def rearm() -> None:
+        try:
+            setsockopt(level, opt, 1)
+        except OSError:  # pragma: no cover - the socket is closing
+            pass
+
+    return rearm
+
+
+class Timers:
+    """One lazily started daemon thread running delayed callbacks."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cond = threading.Condition(threading.Lock())
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fila-timers", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        heap = self._heap
+        while True:
+            with self._cond:
+                while True:
+                    if heap:
+                        left = heap[0][0] - time.monotonic()
+                        if left <= 0 or self._closed:
+                            fn = heapq.heappop(heap)[2]
+                            break
+                        self._cond.wait(left)
+                    elif self._closed:
+                        self._thread = None
+                        return
+                    else:
+                        self._cond.wait()
+            try:
+                fn()
+            except Exception:  # pragma: no cover
+                log.exception("error in a fila timer callback")
+
+    def close(self) -> None:
+        """Run what is scheduled now, then stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(10.0)
 
 
 class BlockingWaiter:
@@ -150,7 +223,7 @@ class SyncConnection:
 
     def __init__(self, settings: Settings, on_delivery: Callable[[list[Any]], None] | None = None) -> None:
         self.settings = settings
-        self.core = Core(on_delivery)
+        self.core = ConnectionCore(settings, on_delivery)
         self._sock: socket.socket | None = None
         self._io: Any = None
         self._wlock = _thread.allocate_lock()
@@ -160,7 +233,6 @@ class SyncConnection:
         self._ended = False
         self.closing = False
         self.gate: Callable[[], None] | None = None  # backpressure hook, run after each read
-        self.on_lost: Callable[[SyncConnection, BaseException], None] | None = None
         self.thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -173,6 +245,7 @@ class SyncConnection:
             sock = socket.create_connection((s.host, s.port), timeout=s.connect_timeout)
         except OSError as exc:
             raise ConnectError(f"cannot connect to {s.address}: {exc}") from exc
+        tls = s.ssl_context is not None
         self._sock = sock
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -184,10 +257,14 @@ class SyncConnection:
                 self._io = _PlainIO(sock)
             waiter = BlockingWaiter()
             self.core.register(0, waiter)
-            self._io.sendall(s.handshake())
+            self._io.sendall(s.handshake_frame())
             self.pump(waiter, deadline)
             self.core.accept_handshake(waiter.frame)
             sock.settimeout(None)
+        except DecodeError as exc:
+            self._abort()
+            hint = "" if tls else " (is the server expecting TLS? pass tls=True or ca_cert=...)"
+            raise ConnectError(f"{s.address} did not answer the handshake with FIBP: {exc}{hint}") from exc
         except FilaError:
             self._abort()
             raise
@@ -196,8 +273,9 @@ class SyncConnection:
             if isinstance(exc, socket.timeout):
                 raise ConnectError(
                     f"timed out connecting to {s.address} (connect_timeout={s.connect_timeout}s)"
+                    + ("" if tls else "; is the server expecting TLS?")
                 ) from exc
-            raise ConnectError(f"cannot connect to {s.address}: {exc}") from exc
+            raise ConnectError(f"cannot connect to {s.address}: {exc}{_tls_hint(exc, tls)}") from exc
         except BaseException:
             self._abort()
             raise
@@ -214,7 +292,7 @@ class SyncConnection:
             data = self._io.recv(_RECV_SIZE)
             if not data:
                 raise ConnectionResetError("the server closed the connection")
-            self.core.feed(data)
+            self.core.receive(data)
         if waiter.error is not None:
             raise waiter.error
 
@@ -291,59 +369,63 @@ class SyncConnection:
         io = self._io
         sock = self._sock
         assert io is not None and sock is not None
-        feed = self.core.feed
+        core = self.core
+        receive = core.receive
         recv = io.recv
-        interval = self.settings.keepalive_interval or 0.0
-        ka_timeout = self.settings.keepalive_timeout
-        poll = _Poller(sock) if self.settings.keepalive_interval is not None else None
+        keepalive = core.keepalive
+        rearm = quickack(sock)
+        poll = _Poller(sock) if keepalive.interval is not None else None
+        now = time.monotonic
         try:
             while True:
-                if poll is not None and not io.buffered() and not poll.wait(interval):
-                    self._ping()
-                    if not io.buffered() and not poll.wait(ka_timeout):
-                        raise ConnectionLostError(
-                            f"{self.settings.address} did not answer a keepalive Ping within {ka_timeout}s"
-                        )
+                if poll is not None:
+                    self._await_data(io, poll, keepalive)
                 data = recv(_RECV_SIZE)
                 if not data:
                     raise ConnectionLostError(f"{self.settings.address} closed the connection")
-                feed(data)
+                if rearm is not None:
+                    rearm()
+                if poll is not None:
+                    keepalive.received(now())
+                receive(data)
                 gate = self.gate
                 if gate is not None:
                     gate()
+                    if poll is not None:
+                        keepalive.received(now())  # not reading on purpose is not silence
+        except DecodeError as exc:
+            self.die(ProtocolError(exc.code, f"malformed data from {self.settings.address}: {exc}"))
         except BaseException as exc:
             self.die(exc)
 
-    def _ping(self) -> None:
-        rid = self.core.next_id()
-        self.core.register(rid, NullWaiter())
-        self.write(_PING + rid.to_bytes(4, "big"))
+    def _await_data(self, io: Any, poll: _Poller, keepalive: Keepalive) -> None:
+        """Block until the socket is readable, sending keepalive Pings as the core decides."""
+        while not io.buffered():
+            action, next_check = keepalive.check(time.monotonic())
+            if action == Keepalive.DEAD:
+                raise keepalive.dead_error(self.settings.address)
+            if action == Keepalive.PING:
+                self.write(self.core.ping_frame())
+            wait = max((next_check or time.monotonic()) - time.monotonic(), 0.0)
+            if poll.wait(wait):
+                return
 
     # ---------------------------------------------------------------- ending
 
     def die(self, cause: BaseException) -> None:
-        """Declare the connection dead: fail every waiter, close the socket, tell the owner."""
+        """Declare the connection dead: fail every waiter, close the socket."""
         with self._dead_lock:
             if self._ended:
                 return
             self._ended = True
             self.dead = True
-        if self.closing:
-            cause = ClientClosedError("the client was closed")
-        elif not isinstance(cause, (FilaError, ConnectionLostError)):
-            cause = ConnectionLostError(f"connection to {self.settings.address} lost: {cause}")
-        if isinstance(cause, FilaConnectionError) or self.closing:
+        cause = self.core.death_cause(cause, self.closing)
+        if isinstance(cause, FilaConnectionError):
             log.debug("connection to %s ended: %s", self.settings.address, cause)
         else:
             log.warning("connection to %s closed: %s", self.settings.address, cause)
         self.core.fail_all(cause)
         self._shutdown()
-        cb = self.on_lost
-        if cb is not None:
-            try:
-                cb(self, cause)
-            except Exception:  # pragma: no cover
-                log.exception("error in connection-lost handler")
 
     def _shutdown(self) -> None:
         sock = self._sock
@@ -365,10 +447,10 @@ class SyncConnection:
         self.closing = True
         if send_disconnect:
             try:
-                self.write(_DISCONNECT)
+                self.write(DISCONNECT_FRAME)
             except Exception:  # pragma: no cover
                 pass
-        self.die(ClientClosedError("the client was closed"))
+        self.die(ConnectionLostError("closed"))
         t = self.thread
         if t is not None and t is not threading.current_thread():
             t.join(5.0)
@@ -392,3 +474,14 @@ class _Poller:
             return bool(self._poll.poll(timeout * 1000.0))
         r, _, _ = select.select([self._fd], [], [], timeout)  # pragma: no cover
         return bool(r)  # pragma: no cover
+
+
+def _tls_hint(exc: BaseException, tls: bool) -> str:
+    """What to check when a connection attempt failed in a way a TLS mismatch causes."""
+    if isinstance(exc, ssl.SSLError):
+        return " (TLS handshake failed: check ca_cert, the server's hostname, and client_cert/client_key for mTLS)"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)) or "closed the connection" in str(exc):
+        if tls:
+            return " (the server closed the connection during TLS: does it require a client certificate?)"
+        return " (the server closed the connection: is it expecting TLS? pass tls=True or ca_cert=...)"
+    return ""

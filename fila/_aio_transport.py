@@ -1,0 +1,288 @@
+"""The asyncio driver of :class:`~fila.AsyncClient`: one FIBP connection as an ``asyncio.Protocol``.
+
+``data_received`` feeds the :class:`~fila._core.ConnectionCore`, which
+completes the awaiting futures; no task polls a stream. Keepalive runs on
+loop timers as :class:`~fila._core.Keepalive` decides. Writes made in one
+loop turn go out in one ``transport.write``. Where ``TCP_QUICKACK`` exists it
+is re-armed after each read (see :mod:`fila._sync_transport` for why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from ._core import DISCONNECT_FRAME, ConnectionCore, Keepalive, Settings
+from .errors import (
+    ConnectError,
+    ConnectionLostError,
+    DecodeError,
+    FilaConnectionError,
+    FilaError,
+    ProtocolError,
+    RequestTimeoutError,
+)
+
+__all__ = ["AioConnection", "FutureWaiter"]
+
+log = logging.getLogger("fila")
+
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
+class FutureWaiter:
+    """A waiter an ``asyncio.Future`` stands behind."""
+
+    __slots__ = ("fut", "sent")
+
+    def __init__(self, fut: asyncio.Future[Any]) -> None:
+        self.fut = fut
+        self.sent = False
+
+    def complete(self, frame: Any) -> None:
+        if not self.fut.done():
+            self.fut.set_result(frame)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.fut.done():
+            self.fut.set_exception(exc)
+
+
+class AioConnection(asyncio.Protocol):
+    """One FIBP connection driven by an event loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop,
+        on_delivery: Callable[[list[Any]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.loop = loop
+        self.core = ConnectionCore(settings, on_delivery, loop.time())
+        self.transport: asyncio.Transport | None = None
+        self._wbuf: list[bytes] = []
+        self._flush_pending = False
+        self._quickack: Callable[[], None] | None = None
+        self.dead = False
+        self.closing = False
+        self.on_lost: Callable[[AioConnection, BaseException], None] | None = None
+        self.after_receive: Callable[[AioConnection], None] | None = None
+        self._ka_handle: asyncio.TimerHandle | None = None
+        self.reading_paused = False
+        self.malformed: DecodeError | None = None
+
+    # --------------------------------------------------------- lifecycle
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, on_delivery: Callable[[list[Any]], None] | None = None
+    ) -> AioConnection:
+        """Connect, set up TLS, handshake; raise :class:`ConnectError` (or the server's error)."""
+        loop = asyncio.get_running_loop()
+        conn = cls(settings, loop, on_delivery)
+        fut: asyncio.Future[Any] = loop.create_future()
+        conn.core.register(0, FutureWaiter(fut))
+        deadline = loop.time() + settings.connect_timeout
+        tls = settings.ssl_context is not None
+        try:
+            kwargs: dict[str, Any] = {}
+            if tls:
+                kwargs = {
+                    "ssl": settings.ssl_context,
+                    "server_hostname": settings.server_hostname,
+                    "ssl_handshake_timeout": settings.connect_timeout,
+                }
+            await asyncio.wait_for(
+                loop.create_connection(lambda: conn, settings.host, settings.port, **kwargs),
+                settings.connect_timeout,
+            )
+            assert conn.transport is not None
+            conn.transport.write(settings.handshake_frame())
+            frame = await asyncio.wait_for(fut, max(deadline - loop.time(), 0.001))
+            conn.core.accept_handshake(frame)
+        except FilaError as exc:
+            conn.abort()
+            if conn.malformed is not None:
+                hint = "" if tls else " (is the server expecting TLS? pass tls=True or ca_cert=...)"
+                raise ConnectError(
+                    f"{settings.address} did not answer the handshake with FIBP: {conn.malformed}{hint}"
+                ) from exc
+            if isinstance(exc, FilaConnectionError) and "closed the connection" in str(exc):
+                raise ConnectError(f"cannot connect to {settings.address}: {exc}{_tls_hint(tls)}") from exc
+            raise
+        except asyncio.TimeoutError:
+            conn.abort()
+            raise ConnectError(
+                f"timed out connecting to {settings.address} (connect_timeout={settings.connect_timeout}s)"
+                + ("" if tls else "; is the server expecting TLS?")
+            ) from None
+        except ssl.SSLError as exc:
+            conn.abort()
+            raise ConnectError(
+                f"cannot connect to {settings.address}: {exc} (TLS handshake failed: check ca_cert, the server's "
+                "hostname, and client_cert/client_key for mTLS)"
+            ) from exc
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            conn.abort()
+            raise ConnectError(f"cannot connect to {settings.address}: {exc}") from exc
+        except BaseException:
+            conn.abort()
+            raise
+        conn._schedule_keepalive()
+        log.debug("connected to %s (node %d)", settings.address, conn.core.node_id)
+        return conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if _QUICKACK is not None and sock is not None:
+            setsockopt = sock.setsockopt
+            level, opt = socket.IPPROTO_TCP, _QUICKACK
+
+            def rearm() -> None:
+                try:
+                    setsockopt(level, opt, 1)
+                except OSError:  # pragma: no cover - closing
+                    pass
+
+            self._quickack = rearm
+
+    def data_received(self, data: bytes) -> None:
+        rearm = self._quickack
+        if rearm is not None:
+            rearm()
+        self.core.keepalive.received(self.loop.time())
+        try:
+            self.core.receive(data)
+        except DecodeError as exc:
+            self.malformed = exc
+            self.die(ProtocolError(exc.code, f"malformed data from {self.settings.address}: {exc}"))
+            return
+        except Exception as exc:  # pragma: no cover - a bug in a callback
+            log.exception("error handling data from %s", self.settings.address)
+            self.die(exc)
+            return
+        hook = self.after_receive
+        if hook is not None:
+            hook(self)
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.die(exc or ConnectionLostError(f"{self.settings.address} closed the connection"))
+
+    def die(self, cause: BaseException) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        if self._ka_handle is not None:
+            self._ka_handle.cancel()
+        cause = self.core.death_cause(cause, self.closing)
+        if isinstance(cause, FilaConnectionError):
+            log.debug("connection to %s ended: %s", self.settings.address, cause)
+        else:
+            log.warning("connection to %s closed: %s", self.settings.address, cause)
+        self.core.fail_all(cause)
+        if self.transport is not None:
+            if self.closing:
+                self.transport.close()
+            else:
+                self.transport.abort()
+        cb = self.on_lost
+        if cb is not None:
+            cb(self, cause)
+
+    def abort(self) -> None:
+        self.dead = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        """Disconnect and close; pending waiters fail with ClientClosedError."""
+        if self.dead:
+            return
+        self.closing = True
+        self.flush()
+        if self.transport is not None:
+            self.transport.write(DISCONNECT_FRAME)
+        self.die(ConnectionLostError("closed"))
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, data: bytes, waiter: Any = None) -> None:
+        """Queue ``data``; everything queued in one loop turn goes out in one write."""
+        if waiter is not None:
+            waiter.sent = True
+        self._wbuf.append(data)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        buf = self._wbuf
+        if not buf or self.dead or self.transport is None:
+            buf.clear()
+            return
+        self._wbuf = []
+        self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
+
+    async def request(self, rid: int, data: bytes, timeout: float) -> Any:
+        """Send one request and await its answer frame for at most ``timeout`` seconds."""
+        waiter = FutureWaiter(self.loop.create_future())
+        self.core.register(rid, waiter)
+        self.write(data, waiter)
+        return await self.answer(rid, waiter, timeout)
+
+    async def answer(self, rid: int, waiter: FutureWaiter, timeout: float) -> Any:
+        """The answer frame of request ``rid`` (sent with ``waiter``); raise its failure or a timeout."""
+        try:
+            return await asyncio.wait_for(waiter.fut, max(timeout, 0.0))
+        except asyncio.TimeoutError:
+            self.core.forget(rid)
+            raise RequestTimeoutError(
+                f"no answer from {self.settings.address} within the request timeout",
+                may_have_been_applied=waiter.sent,
+            ) from None
+
+    # ---------------------------------------------------------- keepalive
+
+    def _schedule_keepalive(self) -> None:
+        if self.dead:
+            return
+        keepalive = self.core.keepalive
+        if self.reading_paused:
+            keepalive.received(self.loop.time())  # not reading on purpose is not silence
+        action, next_check = keepalive.check(self.loop.time())
+        if action == Keepalive.DEAD:
+            self.die(keepalive.dead_error(self.settings.address))
+            return
+        if action == Keepalive.PING:
+            self.write(self.core.ping_frame())
+        if next_check is not None:
+            self._ka_handle = self.loop.call_at(next_check, self._schedule_keepalive)
+
+    # --------------------------------------------------------- backpressure
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.dead:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.dead:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+
+def _tls_hint(tls: bool) -> str:
+    if tls:
+        return " (the server closed the connection during TLS: does it require a client certificate?)"
+    return " (the server closed the connection: is it expecting TLS? pass tls=True or ca_cert=...)"

@@ -1,0 +1,679 @@
+"""The protocol core both clients drive: every decision, no I/O.
+
+Nothing here opens a socket, starts a thread or touches an event loop; the
+two drivers (:mod:`fila._sync_transport` for :class:`~fila.Client`,
+:mod:`fila._aio_transport` for :class:`~fila.AsyncClient`) move bytes, run
+timers and resolve futures, and ask this module what to do:
+
+* :class:`Settings` — where and how to connect (address, TLS, API key, timeouts);
+* :class:`ConnectionCore` — one connection's state: the handshake, request
+  ids and their waiters, every control frame, routing of Deliveries;
+* :class:`Keepalive` — given the time, whether to send a Ping or declare the
+  connection dead;
+* :class:`Subscription` — subscribe → follow a leader redirect → resubscribe
+  with backoff → give up, taking time as input and returning decisions;
+* :class:`Backoff` and :class:`Retry` — the one retry policy (ChannelFull and
+  other refusals that applied nothing), honouring ``retry_after_ms``;
+* :class:`DeliveryBuffer` — a consumer's bounded buffer and when to stop and
+  resume reading (TCP backpressure).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+
+from .errors import (
+    ChannelFullError,
+    ClientClosedError,
+    ConnectionLostError,
+    FilaConnectionError,
+    FilaError,
+    NodeNotReadyError,
+    NotLeaderError,
+    ProtocolError,
+    error_for_code,
+)
+from .protocol.constants import MAX_FRAME_SIZE, PROTOCOL_VERSION, ErrorCode, Opcode
+
+__all__ = [
+    "Backoff",
+    "ConnectionCore",
+    "DeliveryBuffer",
+    "Keepalive",
+    "Retry",
+    "Settings",
+    "Subscription",
+    "Waiter",
+    "parse_address",
+]
+
+log = logging.getLogger("fila")
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_REQUEST_TIMEOUT = 30.0
+DEFAULT_KEEPALIVE_INTERVAL = 15.0
+DEFAULT_KEEPALIVE_TIMEOUT = 10.0
+DEFAULT_CONSUMER_BUFFER = 1024
+DEFAULT_RECONNECT_INITIAL = 0.05
+DEFAULT_RECONNECT_MAX = 5.0
+#: Leader redirects followed for one subscribe before giving up.
+MAX_REDIRECTS = 5
+#: Failed resubscribes in a row before each further failure is logged at WARNING.
+WARN_AFTER_FAILURES = 5
+
+# The server may push one frame larger than its own 16 MiB limit (a Delivery
+# of a message that arrived as continuations), so the client accepts any size
+# a u32 can state when reading; it honours the negotiated limit when writing.
+RECEIVE_LIMIT = 0xFFFF_FFFF
+
+_MAX_ID = 0xFFFF_FFFF
+_DELIVERY = int(Opcode.DELIVERY)
+_ERROR = int(Opcode.ERROR)
+
+# Opcodes that answer a request; anything else the server sends is ignored (logged at debug).
+_ANSWERS = frozenset(
+    {
+        Opcode.HANDSHAKE_OK,
+        Opcode.PONG,
+        Opcode.ENQUEUE_RESULT,
+        Opcode.CONSUME_OK,
+        Opcode.ACK_RESULT,
+        Opcode.NACK_RESULT,
+        Opcode.ERROR,
+        Opcode.CREATE_QUEUE_RESULT,
+        Opcode.DELETE_QUEUE_RESULT,
+        Opcode.GET_STATS_RESULT,
+        Opcode.LIST_QUEUES_RESULT,
+        Opcode.SET_CONFIG_RESULT,
+        Opcode.GET_CONFIG_RESULT,
+        Opcode.LIST_CONFIG_RESULT,
+        Opcode.REDRIVE_RESULT,
+        Opcode.CREATE_API_KEY_RESULT,
+        Opcode.REVOKE_API_KEY_RESULT,
+        Opcode.LIST_API_KEYS_RESULT,
+        Opcode.SET_ACL_RESULT,
+        Opcode.GET_ACL_RESULT,
+    }
+)
+
+
+def _control(opcode: int, request_id: int) -> bytes:
+    """A frame with an empty body."""
+    return b"\x00\x00\x00\x06" + bytes((opcode, 0)) + request_id.to_bytes(4, "big")
+
+
+DISCONNECT_FRAME = _control(Opcode.DISCONNECT, 0)
+
+
+# ------------------------------------------------------------------ settings
+
+
+def parse_address(addr: str) -> tuple[str, int]:
+    """``host:port`` (split at the last colon) or ``[v6]:port`` → ``(host, port)``."""
+    if not isinstance(addr, str):
+        raise TypeError(f"the server address must be a str 'host:port', got {type(addr).__name__}")
+    text = addr.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or not text[end + 1 :].startswith(":"):
+            raise ValueError(f"invalid address (expected host:port or [v6]:port): {addr}")
+        return text[1:end], _port(text[end + 2 :], addr)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"invalid address (expected host:port): {addr}")
+    return host, _port(port, addr)
+
+
+def _port(text: str, addr: str) -> int:
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise ValueError(f"invalid address (the port {text!r} is not a number): {addr}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"invalid address (port {port} is out of range 1..65535): {addr}")
+    return port
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Settings:
+    """Everything needed to open a connection; shared by a client and its consumers.
+
+    The API key is kept here and nowhere else, and never shown by ``repr``.
+    """
+
+    __slots__ = (
+        "_api_key",
+        "connect_timeout",
+        "consumer_buffer",
+        "host",
+        "keepalive_interval",
+        "keepalive_timeout",
+        "port",
+        "reconnect_initial",
+        "reconnect_max",
+        "request_timeout",
+        "server_hostname",
+        "ssl_context",
+    )
+
+    def __init__(
+        self,
+        addr: str,
+        *,
+        api_key: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        keepalive_interval: float | None = DEFAULT_KEEPALIVE_INTERVAL,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        consumer_buffer: int = DEFAULT_CONSUMER_BUFFER,
+        reconnect_initial: float = DEFAULT_RECONNECT_INITIAL,
+        reconnect_max: float = DEFAULT_RECONNECT_MAX,
+    ) -> None:
+        if api_key is not None and not isinstance(api_key, str):
+            raise TypeError(f"api_key must be a str or None, got {type(api_key).__name__}")
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("request_timeout", request_timeout),
+            ("keepalive_timeout", keepalive_timeout),
+            ("reconnect_initial_delay", reconnect_initial),
+            ("reconnect_max_delay", reconnect_max),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if keepalive_interval is not None and not keepalive_interval > 0:
+            raise ValueError(
+                f"keepalive_interval must be a positive number of seconds or None, got {keepalive_interval!r}"
+            )
+        if isinstance(consumer_buffer, bool) or not (isinstance(consumer_buffer, int) and consumer_buffer > 0):
+            raise ValueError(f"consumer_buffer must be a positive int, got {consumer_buffer!r}")
+        self.host, self.port = parse_address(addr)
+        self._api_key = api_key
+        self.ssl_context = ssl_context
+        self.server_hostname = self.host if ssl_context is not None else None
+        self.connect_timeout = float(connect_timeout)
+        self.request_timeout = float(request_timeout)
+        self.keepalive_interval = None if keepalive_interval is None else float(keepalive_interval)
+        self.keepalive_timeout = float(keepalive_timeout)
+        self.consumer_buffer = consumer_buffer
+        self.reconnect_initial = float(reconnect_initial)
+        self.reconnect_max = float(reconnect_max)
+
+    @property
+    def address(self) -> str:
+        return format_address(self.host, self.port)
+
+    def handshake_frame(self) -> bytes:
+        """The Handshake frame (request id 0), carrying the API key if any."""
+        key = self._api_key
+        body = PROTOCOL_VERSION.to_bytes(2, "big")
+        if key is None:
+            body += b"\x00"
+        else:
+            raw = key.encode("utf-8")
+            if len(raw) > 0xFFFF:
+                raise ValueError("api_key is longer than 65,535 bytes")
+            body += b"\x01" + len(raw).to_bytes(2, "big") + raw
+        return (6 + len(body)).to_bytes(4, "big") + bytes((Opcode.HANDSHAKE, 0)) + b"\x00\x00\x00\x00" + body
+
+    def redirected(self, addr: str) -> Settings:
+        """The same settings aimed at another node (a NotLeader ``leader_addr``)."""
+        other = Settings.__new__(Settings)
+        for name in Settings.__slots__:
+            setattr(other, name, getattr(self, name))
+        other.host, other.port = parse_address(addr)
+        if other.ssl_context is not None:
+            other.server_hostname = other.host
+        return other
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(address={self.address!r}, tls={self.ssl_context is not None}, "
+            f"api_key={'<set>' if self._api_key is not None else None})"
+        )
+
+
+# ---------------------------------------------------------------- connection
+
+
+class Waiter(Protocol):
+    """What :class:`ConnectionCore` completes: one per request id in flight.
+
+    ``sent`` is set by the driver once the request's bytes were handed to the
+    socket (so a failure afterwards may have been applied).
+    """
+
+    sent: bool
+
+    def complete(self, frame: Any) -> None: ...
+
+    def fail(self, exc: BaseException) -> None: ...
+
+
+class NullWaiter:
+    """A waiter whose answer nobody needs (keepalive Ping)."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def complete(self, frame: Any) -> None:
+        pass
+
+    def fail(self, exc: BaseException) -> None:
+        pass
+
+
+class HandshakeInfo(NamedTuple):
+    node_id: int
+    max_frame_size: int
+
+
+class ConnectionCore:
+    """One FIBP connection's protocol state (sans I/O).
+
+    :meth:`receive` takes bytes and completes waiters; Deliveries of the
+    active subscription go to ``on_delivery`` as lists of messages. The
+    ``*_frame`` methods return the bytes the driver must write.
+    """
+
+    __slots__ = (
+        "_ids",
+        "address",
+        "consume_id",
+        "dead",
+        "keepalive",
+        "max_frame_size",
+        "node_id",
+        "on_delivery",
+        "pending",
+        "reader",
+    )
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_delivery: Callable[[list[Any]], None] | None = None,
+        now: float | None = None,
+    ) -> None:
+        from .protocol import FrameReader  # the codec loads with the first connection, not with fila.errors
+
+        # With a subscription, each Delivery is decoded in the loop that splits the frames.
+        self.reader = FrameReader(RECEIVE_LIMIT, decode_deliveries=on_delivery is not None)
+        self.address = settings.address
+        self.pending: dict[int, Waiter] = {}
+        self._ids = itertools.count(1)
+        self.on_delivery = on_delivery
+        self.consume_id = -1
+        self.node_id = 0
+        self.max_frame_size = MAX_FRAME_SIZE
+        self.dead: BaseException | None = None
+        self.keepalive = Keepalive(
+            settings.keepalive_interval, settings.keepalive_timeout, time.monotonic() if now is None else now
+        )
+
+    # ------------------------------------------------------------ requests
+
+    def next_id(self) -> int:
+        """A fresh request id (1 .. 2**32-1; 0 is the handshake's)."""
+        return next(self._ids) % _MAX_ID + 1
+
+    def register(self, rid: int, waiter: Waiter) -> None:
+        """Expect an answer for ``rid``; fails the waiter at once if the connection is dead."""
+        self.pending[rid] = waiter
+        dead = self.dead
+        if dead is not None and self.pending.pop(rid, None) is not None:
+            waiter.fail(connection_lost(dead, False))
+
+    def forget(self, rid: int) -> None:
+        """Stop waiting for ``rid`` (its caller gave up); a late answer is then ignored."""
+        self.pending.pop(rid, None)
+
+    # -------------------------------------------------------------- frames
+
+    def ping_frame(self) -> bytes:
+        """A keepalive Ping (its Pong completes nobody)."""
+        rid = self.next_id()
+        self.register(rid, NullWaiter())
+        return _control(Opcode.PING, rid)
+
+    def consume_frame(self, queue: str) -> tuple[int, bytes]:
+        """``(request_id, frame)`` of a Consume; Deliveries with that id become this connection's."""
+        from .protocol.messages import encode_message
+
+        rid = self.next_id()
+        self.consume_id = rid
+        return rid, encode_message("ConsumeRequest", rid, {"queue": queue})
+
+    def cancel_frame(self) -> bytes:
+        """CancelConsume of this connection's subscription (the server cancels by the Consume's request id)."""
+        rid = self.consume_id
+        self.consume_id = -1
+        return _control(Opcode.CANCEL_CONSUME, rid)
+
+    # ------------------------------------------------------------- reading
+
+    def receive(self, data: bytes) -> None:
+        """Parse received bytes and dispatch every whole frame.
+
+        Raises :class:`~fila.errors.DecodeError` on a malformed stream (the
+        driver must then close the connection).
+        """
+        frames = self.reader.feed(data)
+        pending = self.pending
+        for frame in frames:
+            op = frame.opcode
+            if op == _DELIVERY:
+                cb = self.on_delivery
+                messages = frame.messages
+                if cb is not None and messages is not None and frame.request_id == self.consume_id:
+                    cb(messages)
+                else:
+                    log.debug("ignoring a Delivery for request id %d (no such subscription)", frame.request_id)
+                continue
+            if op not in _ANSWERS:
+                log.debug("ignoring a frame with unknown opcode 0x%02x", op)
+                continue
+            waiter = pending.pop(frame.request_id, None)
+            if waiter is None:
+                log.debug("ignoring opcode 0x%02x for request id %d (nobody waits for it)", op, frame.request_id)
+                continue
+            waiter.complete(frame)
+
+    def accept_handshake(self, frame: Any) -> HandshakeInfo:
+        """Read the answer to Handshake; raise its error if it is one."""
+        from .protocol.messages import decode_body
+
+        if frame.opcode == _ERROR:
+            raise error_from_frame(frame.payload, "handshake with " + self.address)
+        if frame.opcode != Opcode.HANDSHAKE_OK:
+            raise ProtocolError(
+                ErrorCode.INVALID_FRAME,
+                f"{self.address} answered the handshake with opcode 0x{frame.opcode:02x}, not HandshakeOk (0x02)",
+            )
+        body = decode_body("HandshakeOk", frame.payload)
+        if body["negotiated_version"] != PROTOCOL_VERSION:
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"{self.address} negotiated protocol version {body['negotiated_version']}; this client speaks 1",
+            )
+        self.node_id = body["node_id"]
+        self.max_frame_size = body["max_frame_size"] or MAX_FRAME_SIZE
+        return HandshakeInfo(self.node_id, self.max_frame_size)
+
+    # -------------------------------------------------------------- ending
+
+    def fail_all(self, cause: BaseException) -> None:
+        """Mark the connection dead and fail every waiter (once each)."""
+        if self.dead is None:
+            self.dead = cause
+        pending = self.pending
+        while pending:
+            try:
+                _, waiter = pending.popitem()
+            except KeyError:  # pragma: no cover - emptied concurrently
+                break
+            waiter.fail(connection_lost(cause, waiter.sent))
+
+    def death_cause(self, exc: BaseException, closing: bool) -> BaseException:
+        """What the waiters of a connection that ended with ``exc`` are told."""
+        if closing:
+            return ClientClosedError("the client was closed")
+        if isinstance(exc, FilaError):
+            return exc
+        return ConnectionLostError(f"connection to {self.address} lost: {exc}")
+
+
+def connection_lost(cause: BaseException, may_have_been_applied: bool) -> BaseException:
+    """A fresh error for one waiter of a connection that died of ``cause``."""
+    exc: BaseException
+    if isinstance(cause, ProtocolError):
+        exc = ProtocolError(cause.code, f"connection closed after a protocol error: {cause}")
+    elif isinstance(cause, FilaConnectionError):
+        exc = type(cause)(str(cause), may_have_been_applied=may_have_been_applied)
+    else:
+        exc = ConnectionLostError(f"connection lost: {cause}", may_have_been_applied=may_have_been_applied)
+    exc.__cause__ = cause
+    return exc
+
+
+def error_from_frame(payload: bytes, context: str = "") -> FilaError:
+    """The typed exception an Error frame (0xFE) carries."""
+    from .protocol.messages import decode_body
+
+    body = decode_body("ErrorFrame", payload)
+    return error_for_code(body["error_code"], body["message"], body["metadata"], context=context)
+
+
+# ----------------------------------------------------------------- keepalive
+
+
+class Keepalive:
+    """When to Ping and when silence means the connection is dead, given the time.
+
+    The driver calls :meth:`received` when bytes arrive (or while it holds
+    reading back on purpose) and :meth:`check` at the time it returns.
+    """
+
+    __slots__ = ("interval", "last_rx", "ping_at", "timeout")
+
+    PING = "ping"
+    DEAD = "dead"
+
+    def __init__(self, interval: float | None, timeout: float, now: float) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self.last_rx = now
+        self.ping_at: float | None = None
+
+    def received(self, now: float) -> None:
+        self.last_rx = now
+        self.ping_at = None
+
+    def check(self, now: float) -> tuple[str | None, float | None]:
+        """``(action, next_check)``: action is None, :attr:`PING` or :attr:`DEAD`; None means never."""
+        interval = self.interval
+        if interval is None:
+            return None, None
+        if self.ping_at is not None:
+            if now - self.ping_at >= self.timeout:
+                return self.DEAD, None
+            return None, self.ping_at + self.timeout
+        if now - self.last_rx >= interval:
+            self.ping_at = now
+            return self.PING, now + self.timeout
+        return None, self.last_rx + interval
+
+    def dead_error(self, address: str) -> ConnectionLostError:
+        return ConnectionLostError(f"{address} did not answer a keepalive Ping within {self.timeout}s")
+
+
+# ------------------------------------------------------------------- retries
+
+
+class Backoff:
+    """Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling up to ``maximum``."""
+
+    __slots__ = ("_current", "initial", "maximum")
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self._current = initial
+
+    @property
+    def current(self) -> float:
+        """The upper bound of the next delay."""
+        return self._current
+
+    def next(self) -> float:
+        d = self._current
+        self._current = min(d * 2, self.maximum)
+        return random.uniform(d / 2, d)
+
+    def reset(self) -> None:
+        self._current = self.initial
+
+
+#: Server refusals that applied nothing, so the request may simply be sent again.
+RETRYABLE = (ChannelFullError,)
+
+
+class Retry:
+    """The one retry policy: a refused request is sent again with backoff until ``deadline``.
+
+    ChannelFull means the server applied none of the request; the pause
+    honours its ``retry_after_ms`` hint when there is one.
+    """
+
+    __slots__ = ("_backoff", "deadline")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._backoff: Backoff | None = None
+
+    def delay(self, exc: BaseException, now: float) -> float | None:
+        """The pause before trying again after ``exc``, or None when it must be raised."""
+        if not isinstance(exc, RETRYABLE):
+            return None
+        backoff = self._backoff = self._backoff or Backoff(0.01, 1.0)
+        delay = backoff.next()
+        hint = exc.retry_after_ms if isinstance(exc, ChannelFullError) else None
+        if hint:
+            delay = max(delay, hint / 1000.0)
+        return None if now + delay >= self.deadline else delay
+
+
+# -------------------------------------------------------------- subscription
+
+
+class Decision(NamedTuple):
+    """What a consumer's driver does next.
+
+    ``"subscribe"`` to ``settings`` after ``delay`` seconds, or ``"fail"`` with ``error``.
+    """
+
+    action: str
+    delay: float = 0.0
+    settings: Settings | None = None
+    error: BaseException | None = None
+
+
+class Subscription:
+    """One consumer's subscription, as a state machine driven by its driver.
+
+    The driver connects to :attr:`target` and sends Consume; then reports
+    :meth:`subscribed`, :meth:`refused` (the Consume or the connection failed)
+    or :meth:`lost` (a live subscription's connection ended), and does what
+    the returned :class:`Decision` says. A leader redirect is followed at once
+    (at most :data:`MAX_REDIRECTS` in a row); retryable refusals back off; the
+    first subscribe gives up at ``deadline`` (the caller then sees the error),
+    a resubscribe never does unless the error is final (e.g. Forbidden).
+    """
+
+    __slots__ = ("_redirects", "backoff", "deadline", "failures", "origin", "queue", "state", "target")
+
+    def __init__(self, settings: Settings, queue: str, now: float) -> None:
+        self.origin = settings
+        self.target = settings
+        self.queue = queue
+        self.backoff = Backoff(settings.reconnect_initial, settings.reconnect_max)
+        self.deadline: float | None = now + settings.request_timeout
+        self.failures = 0
+        self._redirects = 0
+        self.state = "subscribing"
+
+    def subscribed(self) -> None:
+        self.state = "active"
+        self.deadline = None
+        self.failures = 0
+        self._redirects = 0
+        self.backoff.reset()
+        log.debug("subscribed to %r at %s", self.queue, self.target.address)
+
+    def refused(self, exc: BaseException, now: float) -> Decision:
+        """The connect or the Consume failed with ``exc``."""
+        if self.state == "closed":
+            return Decision("fail", error=ClientClosedError("the consumer is closed"))
+        if isinstance(exc, NotLeaderError) and exc.leader_addr:
+            self._redirects += 1
+            if self._redirects <= MAX_REDIRECTS:
+                log.info("consume %r: redirected to leader %s", self.queue, exc.leader_addr)
+                try:
+                    self.target = self.origin.redirected(exc.leader_addr)
+                except ValueError:
+                    log.warning("consume %r: unusable leader address %r", self.queue, exc.leader_addr)
+                else:
+                    return Decision("subscribe", 0.0, self.target)
+        if isinstance(exc, FilaConnectionError) and self.target is not self.origin:
+            self.target = self.origin  # the redirect target is gone: start over at the address given
+        retryable = isinstance(exc, (FilaConnectionError, NotLeaderError, NodeNotReadyError, ChannelFullError))
+        if isinstance(exc, ProtocolError) and self.deadline is None:
+            retryable = True  # a broken stream while resubscribing: try a fresh connection
+        if not retryable:
+            return self._fail(exc)
+        self._redirects = 0
+        self.failures += 1
+        delay = self.backoff.next()
+        if self.deadline is not None and now + delay >= self.deadline:
+            return self._fail(exc)
+        level = logging.WARNING if self.failures >= WARN_AFTER_FAILURES else logging.DEBUG
+        log.log(level, "subscribe to %r failed (%d in a row): %s; retry in %.2fs", self.queue, self.failures, exc, delay)
+        return Decision("subscribe", delay, self.target)
+
+    def lost(self, cause: BaseException, now: float) -> Decision:
+        """The live subscription's connection ended."""
+        if self.state == "closed":
+            return Decision("fail", error=ClientClosedError("the consumer is closed"))
+        self.state = "resubscribing"
+        log.info("consumer of %r lost its connection (%s); resubscribing", self.queue, cause)
+        return Decision("subscribe", self.backoff.next(), self.target)
+
+    def _fail(self, exc: BaseException) -> Decision:
+        if self.deadline is None:
+            log.error("consumer of %r stopped: %s", self.queue, exc)
+        self.state = "failed"
+        return Decision("fail", error=exc)
+
+    def close(self) -> None:
+        self.state = "closed"
+
+
+# ------------------------------------------------------------------ buffering
+
+
+_M = TypeVar("_M")
+
+
+class DeliveryBuffer(Generic[_M]):
+    """A consumer's received messages, bounded: reading stops when it is full and resumes at half.
+
+    ``push`` returns True when the driver must stop reading; ``pop`` returns
+    the message and whether reading must resume.
+    """
+
+    __slots__ = ("capacity", "low", "messages", "paused")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.low = capacity // 2
+        self.messages: deque[_M] = deque()
+        self.paused = False
+
+    def push(self, messages: list[_M]) -> bool:
+        self.messages.extend(messages)
+        return not self.paused and len(self.messages) >= self.capacity
+
+    def should_resume(self) -> bool:
+        return self.paused and len(self.messages) <= self.low

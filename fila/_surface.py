@@ -1,0 +1,190 @@
+"""The public surface both clients share: the constructor, and the rule that keeps them twins.
+
+:class:`ClientBase` is the one constructor of :class:`~fila.Client` and
+:class:`~fila.AsyncClient` (fila-python 0.3.0's parameters, then ours,
+keyword-only). Each public method is written in :mod:`fila.client` with its
+docstring; :func:`twin_of` gives the asyncio class the same docstrings and
+refuses, at import, a method whose name or parameters differ from its sync
+twin's. Every behaviour behind the methods lives in :mod:`fila._core` and
+:mod:`fila._operations`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._accumulator import Mode, check_mode
+from ._core import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_CONSUMER_BUFFER,
+    DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_RECONNECT_INITIAL,
+    DEFAULT_RECONNECT_MAX,
+    DEFAULT_REQUEST_TIMEOUT,
+    Backoff,
+    Settings,
+)
+from ._tls import PemInput, make_ssl_context
+from .errors import ClientClosedError
+from .types import AccumulatorMode, Linger
+
+__all__ = ["ClientBase", "twin_of"]
+
+_T = TypeVar("_T", bound=type)
+
+
+class ClientBase:
+    """A client for a Fila server at ``addr`` (``"host:port"`` or ``"[v6]:port"``).
+
+    TLS: ``tls=True`` verifies the server against the system trust store;
+    ``ca_cert`` (PEM bytes, or a path) turns TLS on and replaces that store;
+    ``client_cert`` plus ``client_key`` add a client certificate (mTLS) and
+    need ``tls=True`` or ``ca_cert``. ``api_key`` is sent once, in the
+    handshake, and never shown in a repr, a log line or an error.
+
+    ``accumulator_mode`` sets how ``enqueue`` calls are batched:
+    :attr:`AccumulatorMode.AUTO` (default; batches of at most
+    ``max_accumulator_messages`` form while a frame is in flight),
+    :class:`Linger` or :attr:`AccumulatorMode.DISABLED`.
+
+    The rest are this package's additions: timeouts in seconds
+    (``keepalive_interval=None`` turns keepalive Pings off);
+    ``consumer_buffer``, how many deliveries a consumer holds before it stops
+    reading (TCP backpressure); the reconnect backoff bounds.
+    """
+
+    _conn: Any
+
+    def __init__(
+        self,
+        addr: str,
+        *,
+        tls: bool = False,
+        ca_cert: PemInput | None = None,
+        client_cert: PemInput | None = None,
+        client_key: PemInput | None = None,
+        api_key: str | None = None,
+        accumulator_mode: AccumulatorMode | Linger = AccumulatorMode.AUTO,
+        max_accumulator_messages: int = 1000,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        keepalive_interval: float | None = DEFAULT_KEEPALIVE_INTERVAL,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        consumer_buffer: int = DEFAULT_CONSUMER_BUFFER,
+        reconnect_initial_delay: float = DEFAULT_RECONNECT_INITIAL,
+        reconnect_max_delay: float = DEFAULT_RECONNECT_MAX,
+    ) -> None:
+        self._closed = True  # until fully constructed (close() and __del__ then do nothing)
+        self._conn = None
+        ssl_context: ssl.SSLContext | None = make_ssl_context(tls, ca_cert, client_cert, client_key)
+        self._origin = Settings(
+            addr,
+            api_key=api_key,
+            ssl_context=ssl_context,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            keepalive_interval=keepalive_interval,
+            keepalive_timeout=keepalive_timeout,
+            consumer_buffer=consumer_buffer,
+            reconnect_initial=reconnect_initial_delay,
+            reconnect_max=reconnect_max_delay,
+        )
+        self._settings = self._origin
+        mode: Mode
+        mode, self._batch_cap = check_mode(accumulator_mode, max_accumulator_messages)
+        self._mode = mode
+        self._backoff = Backoff(self._origin.reconnect_initial, self._origin.reconnect_max)
+        self._next_attempt = 0.0
+        self._closed = False
+        self._setup()
+
+    def _setup(self) -> None:
+        """The driver's own state (called at the end of ``__init__``)."""
+
+    def __repr__(self) -> str:
+        conn = self._conn
+        state = "closed" if self._closed else ("connected" if conn is not None and not conn.dead else "idle")
+        s = self._settings
+        return f"<fila.{type(self).__name__} {s.address} tls={s.ssl_context is not None} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("the client is closed; create a new one")
+
+    def _wait_or_default(self, timeout: float | None) -> float:
+        """``timeout``, or the request timeout when it is None."""
+        return self._settings.request_timeout if timeout is None else timeout
+
+    def _deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + self._wait_or_default(timeout)
+
+    def _live_connection(self) -> Any:
+        """The connection if it is alive, else None; raises once the client is closed."""
+        self._check_open()
+        conn = self._conn
+        return conn if conn is not None and not conn.dead else None
+
+    def _reconnect_pause(self) -> float:
+        """How long to wait before the next connection attempt (backoff after a failure)."""
+        return min(self._next_attempt - time.monotonic(), self._settings.connect_timeout)
+
+    def _connect_failed(self) -> None:
+        self._next_attempt = time.monotonic() + self._backoff.next()
+        self._settings = self._origin  # a redirect target that failed: back to the address given
+
+    def _connect_succeeded(self) -> None:
+        self._backoff.reset()
+        self._next_attempt = 0.0
+
+    def _follow_leader(self, leader_addr: str) -> None:
+        """Send later requests to ``leader_addr`` (a NotLeader hint); the current connection is closed."""
+        self._settings = self._origin.redirected(leader_addr)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def _parameters(fn: Callable[..., Any]) -> list[tuple[str, Any, Any]]:
+    sig = inspect.signature(fn)
+    return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
+
+
+def twin_of(sync_cls: type, *, own: tuple[str, ...] = ()) -> Callable[[_T], _T]:
+    """Class decorator: the asyncio class gets the docstrings of ``sync_cls``.
+
+    Every public method (and property) of the two classes must have the same
+    name and the same parameters (names, kinds, defaults); the decorated
+    class's own methods carry no docstrings. ``own`` names methods only the
+    asyncio class has (they keep their own docstrings).
+    """
+
+    def apply(cls: _T) -> _T:
+        public = {n for n in vars(sync_cls) if not n.startswith("_")}
+        mine = {n for n in vars(cls) if not n.startswith("_")} - set(own)
+        if public != mine:
+            raise TypeError(f"{cls.__name__} and {sync_cls.__name__} differ: {sorted(public ^ mine)}")
+        if cls.__doc__ is None:
+            cls.__doc__ = sync_cls.__doc__
+        for name in sorted(public):
+            theirs, ours = vars(sync_cls)[name], vars(cls)[name]
+            if isinstance(theirs, property):
+                if not isinstance(ours, property):
+                    raise TypeError(f"{cls.__name__}.{name} must be a property like {sync_cls.__name__}.{name}")
+                setattr(cls, name, property(ours.fget, ours.fset, ours.fdel, theirs.__doc__))
+                continue
+            if _parameters(theirs) != _parameters(ours):
+                raise TypeError(f"{cls.__name__}.{name} does not take the parameters of {sync_cls.__name__}.{name}")
+            ours.__doc__ = theirs.__doc__
+        return cls
+
+    return apply
