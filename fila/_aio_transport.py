@@ -17,15 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ._core import DISCONNECT_FRAME, ConnectionCore, Keepalive, Settings
-from .errors import (
-    ConnectError,
-    ConnectionLostError,
-    DecodeError,
-    FilaConnectionError,
-    FilaError,
-    ProtocolError,
-    RequestTimeoutError,
-)
+from .errors import ConnectError, ConnectionLostError, DecodeError, FilaConnectionError, FilaError, ProtocolError
+from .errors import RequestTimeoutError
 
 __all__ = ["AioConnection", "FutureWaiter"]
 
@@ -184,12 +177,7 @@ class AioConnection(asyncio.Protocol):
         self.dead = True
         if self._ka_handle is not None:
             self._ka_handle.cancel()
-        cause = self.core.death_cause(cause, self.closing)
-        if isinstance(cause, FilaConnectionError):
-            log.debug("connection to %s ended: %s", self.settings.address, cause)
-        else:
-            log.warning("connection to %s closed: %s", self.settings.address, cause)
-        self.core.fail_all(cause)
+        cause = self.core.end(cause, self.closing)
         if self.transport is not None:
             if self.closing:
                 self.transport.close()

@@ -426,13 +426,20 @@ class ConnectionCore:
                 break
             waiter.fail(connection_lost(cause, waiter.sent))
 
-    def death_cause(self, exc: BaseException, closing: bool) -> BaseException:
-        """What the waiters of a connection that ended with ``exc`` are told."""
+    def end(self, exc: BaseException, closing: bool) -> BaseException:
+        """The connection ended with ``exc`` (or was closed): log it, fail every waiter; returns the cause."""
         if closing:
-            return ClientClosedError("the client was closed")
-        if isinstance(exc, FilaError):
-            return exc
-        return ConnectionLostError(f"connection to {self.address} lost: {exc}")
+            cause: BaseException = ClientClosedError("the client was closed")
+        elif isinstance(exc, FilaError):
+            cause = exc
+        else:
+            cause = ConnectionLostError(f"connection to {self.address} lost: {exc}")
+        if isinstance(cause, FilaConnectionError):
+            log.debug("connection to %s ended: %s", self.address, cause)
+        else:
+            log.warning("connection to %s closed: %s", self.address, cause)
+        self.fail_all(cause)
+        return cause
 
 
 def connection_lost(cause: BaseException, may_have_been_applied: bool) -> BaseException:
@@ -537,11 +544,26 @@ class Retry:
     honours its ``retry_after_ms`` hint when there is one.
     """
 
-    __slots__ = ("_backoff", "deadline")
+    __slots__ = ("_backoff", "_redirected", "deadline")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self._backoff: Backoff | None = None
+        self._redirected = False
+
+    def after(self, exc: FilaError, now: float) -> tuple[str, Any]:
+        """What to do after a request failed with ``exc``: raises it when final.
+
+        ``("redirect", leader_addr)`` once, for NotLeader with a hint (resend
+        there); ``("wait", seconds)`` for a refusal that applied nothing.
+        """
+        if isinstance(exc, NotLeaderError) and exc.leader_addr and not self._redirected:
+            self._redirected = True
+            return "redirect", exc.leader_addr
+        delay = self.delay(exc, now)
+        if delay is None:
+            raise exc
+        return "wait", delay
 
     def delay(self, exc: BaseException, now: float) -> float | None:
         """The pause before trying again after ``exc``, or None when it must be raised."""
@@ -594,13 +616,17 @@ class Subscription:
         self._redirects = 0
         self.state = "subscribing"
 
-    def subscribed(self) -> None:
+    def subscribed(self) -> bool:
+        """The Consume was accepted; False if the consumer was closed meanwhile (the driver drops the connection)."""
+        if self.state == "closed":
+            return False
         self.state = "active"
         self.deadline = None
         self.failures = 0
         self._redirects = 0
         self.backoff.reset()
         log.debug("subscribed to %r at %s", self.queue, self.target.address)
+        return True
 
     def refused(self, exc: BaseException, now: float) -> Decision:
         """The connect or the Consume failed with ``exc``."""
@@ -629,7 +655,7 @@ class Subscription:
         if self.deadline is not None and now + delay >= self.deadline:
             return self._fail(exc)
         level = logging.WARNING if self.failures >= WARN_AFTER_FAILURES else logging.DEBUG
-        log.log(level, "subscribe to %r failed (%d in a row): %s; retry in %.2fs", self.queue, self.failures, exc, delay)
+        log.log(level, "subscribe to %r failed (%d times): %s; retry in %.2fs", self.queue, self.failures, exc, delay)
         return Decision("subscribe", delay, self.target)
 
     def lost(self, cause: BaseException, now: float) -> Decision:

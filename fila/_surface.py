@@ -33,7 +33,7 @@ from ._tls import PemInput, make_ssl_context
 from .errors import ClientClosedError
 from .types import AccumulatorMode, Linger
 
-__all__ = ["ClientBase", "twin_of"]
+__all__ = ["ClientBase", "ConsumerBase", "twin_of"]
 
 _T = TypeVar("_T", bound=type)
 
@@ -152,6 +152,31 @@ class ClientBase:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+class ConsumerBase:
+    """What :class:`~fila.Consumer` and :class:`~fila.AsyncConsumer` share (``queue``, state, ``repr``)."""
+
+    _state: Any
+    _buf: Any
+
+    def __init__(self, queue: str) -> None:
+        if type(queue) is not str:
+            raise TypeError(f"queue must be str, got {type(queue).__name__}")
+        self.queue = queue
+
+    def __repr__(self) -> str:
+        return f"<fila.{type(self).__name__} queue={self.queue!r} {'closed' if self.closed else 'open'}>"
+
+    @property
+    def buffered(self) -> int:
+        """Messages received and not yet taken."""
+        return len(self._buf)
+
+    @property
+    def closed(self) -> bool:
+        """True once closed (by ``close()``, the client's close, or a final subscription error)."""
+        return bool(self._state.closed)
 
 
 def _parameters(fn: Callable[..., Any]) -> list[tuple[str, Any, Any]]:

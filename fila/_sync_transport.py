@@ -29,15 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._core import DISCONNECT_FRAME, ConnectionCore, Keepalive, Settings
-from .errors import (
-    ConnectError,
-    ConnectionLostError,
-    DecodeError,
-    FilaConnectionError,
-    FilaError,
-    ProtocolError,
-    RequestTimeoutError,
-)
+from .errors import ConnectError, ConnectionLostError, DecodeError, FilaError, ProtocolError, RequestTimeoutError
 
 __all__ = ["BlockingWaiter", "SyncConnection", "Timers", "quickack"]
 
@@ -413,18 +405,13 @@ class SyncConnection:
     # ---------------------------------------------------------------- ending
 
     def die(self, cause: BaseException) -> None:
-        """Declare the connection dead: fail every waiter, close the socket."""
+        """Declare the connection dead: fail every waiter (the core logs why), close the socket."""
         with self._dead_lock:
             if self._ended:
                 return
             self._ended = True
             self.dead = True
-        cause = self.core.death_cause(cause, self.closing)
-        if isinstance(cause, FilaConnectionError):
-            log.debug("connection to %s ended: %s", self.settings.address, cause)
-        else:
-            log.warning("connection to %s closed: %s", self.settings.address, cause)
-        self.core.fail_all(cause)
+        cause = self.core.end(cause, self.closing)
         self._shutdown()
 
     def _shutdown(self) -> None:

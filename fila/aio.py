@@ -12,6 +12,7 @@ import asyncio
 import functools
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any
@@ -20,21 +21,11 @@ from . import _operations as ops
 from ._accumulator import AsyncAccumulator
 from ._aio_transport import AioConnection, FutureWaiter
 from ._core import Decision, DeliveryBuffer, Retry, Settings, Subscription
-from ._surface import ClientBase, twin_of
+from ._surface import ClientBase, ConsumerBase, twin_of
 from .client import Client, Consumer
-from .errors import ClientClosedError, FilaConnectionError, FilaError, NotLeaderError, RequestTimeoutError
-from .types import (
-    MAX_BATCH_MESSAGES,
-    AccumulatorMode,
-    AclEntry,
-    AclPermission,
-    ApiKeyInfo,
-    ConsumeMessage,
-    CreateApiKeyResult,
-    EnqueueResult,
-    QueueInfo,
-    StatsResult,
-)
+from .errors import ClientClosedError, FilaConnectionError, FilaError, RequestTimeoutError
+from .types import MAX_BATCH_MESSAGES, AccumulatorMode, AclEntry, AclPermission, ApiKeyInfo, ConsumeMessage
+from .types import CreateApiKeyResult, EnqueueResult, QueueInfo, StatsResult
 
 __all__ = ["AsyncClient", "AsyncConsumer"]
 
@@ -150,23 +141,18 @@ class AsyncClient(ClientBase):
 
     async def _request(self, op: ops.Op, timeout: float | None) -> Any:
         retry = Retry(self._deadline(timeout))
-        redirected = False
         while True:
             conn = await self._connection()
             rid, data = ops.encode_op(op, conn.core)
             frame = await conn.request(rid, data, retry.deadline - time.monotonic())
             try:
                 return ops.parse_response(op, frame.opcode, frame.payload)
-            except NotLeaderError as exc:
-                if redirected or not exc.leader_addr:
-                    raise
-                redirected = True
-                self._follow_leader(exc.leader_addr)
             except FilaError as exc:
-                delay = retry.delay(exc, time.monotonic())
-                if delay is None:
-                    raise
-                await asyncio.sleep(delay)
+                action, arg = retry.after(exc, time.monotonic())
+            if action == "redirect":
+                self._follow_leader(arg)
+            else:
+                await asyncio.sleep(arg)
 
     async def _hot_batch(self, kind: ops.HotKind, items: list[Any], timeout: float | None) -> list[Any]:
         if not items:
@@ -273,13 +259,8 @@ class AsyncClient(ClientBase):
     # -------------------------------------------------------------- admin
 
     async def create_queue(
-        self,
-        name: str,
-        *,
-        on_enqueue: str | None = None,
-        on_failure: str | None = None,
-        visibility_timeout_ms: int = 0,
-        timeout: float | None = None,
+        self, name: str, *, on_enqueue: str | None = None, on_failure: str | None = None,
+        visibility_timeout_ms: int = 0, timeout: float | None = None,
     ) -> None:
         await self._request(ops.create_queue(name, on_enqueue, on_failure, visibility_timeout_ms), timeout)
 
@@ -423,7 +404,7 @@ class _ConsumeCall:
 
 
 @twin_of(Consumer, own=("aclose", "start"))
-class AsyncConsumer:
+class AsyncConsumer(ConsumerBase):
     """The messages of one subscription (``async for msg in consumer``); an async context manager.
 
     Subscribed by ``await client.consume(q)`` (or ``async with``).
@@ -432,15 +413,13 @@ class AsyncConsumer:
     batched; a lost connection is resubscribed with backoff.
     """
 
+    _state: _AioConsumerState
+    _buf: deque[ConsumeMessage]
+
     def __init__(self, client: AsyncClient, queue: str, buffer_size: int) -> None:
-        if type(queue) is not str:
-            raise TypeError(f"queue must be str, got {type(queue).__name__}")
-        self.queue = queue
+        super().__init__(queue)
         self._state = _AioConsumerState(client, queue, buffer_size)
         self._buf = self._state.buffer.messages
-
-    def __repr__(self) -> str:
-        return f"<fila.AsyncConsumer queue={self.queue!r} {'closed' if self._state.closed else 'open'}>"
 
     async def start(self) -> AsyncConsumer:
         """Subscribe now (raises e.g. ForbiddenError); ``await client.consume(q)`` calls it."""
@@ -473,14 +452,6 @@ class AsyncConsumer:
 
     async def flush(self, timeout: float | None = None) -> bool:
         return await self._state.flush(timeout)
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    @property
-    def closed(self) -> bool:
-        return self._state.closed
 
     async def close(self) -> None:
         await self._state.close()
@@ -572,8 +543,10 @@ class _AioConsumerState:
             except Exception as exc:
                 decision = self.sub.refused(exc, time.monotonic())
                 continue
-            self.sub.subscribed()
-            return conn
+            if self.sub.subscribed():
+                return conn
+            conn.close()  # the consumer was closed meanwhile
+            return None
 
     async def _subscribe_at(self, settings: Settings) -> AioConnection:
         conn = await AioConnection.open(settings, self._on_delivery)
@@ -599,11 +572,7 @@ class _AioConsumerState:
         self.task = self.loop.create_task(self._resubscribe(cause))
 
     async def _resubscribe(self, cause: BaseException) -> None:
-        conn = await self._subscribe(self.sub.lost(cause, time.monotonic()))
-        if conn is not None and self.closed:
-            conn.close()
-            return
-        self.conn = conn
+        self.conn = await self._subscribe(self.sub.lost(cause, time.monotonic()))
 
     def _on_delivery(self, messages: list[ConsumeMessage]) -> None:
         self.buffer.push(messages)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -22,13 +23,13 @@ from . import _operations as ops
 from ._accumulator import SyncAccumulator
 from ._core import Decision, DeliveryBuffer, Retry, Settings, Subscription
 from ._futures import FutureFactory
-from ._surface import ClientBase
+from ._surface import ClientBase, ConsumerBase
 from ._sync_transport import BlockingWaiter, SyncConnection, Timers
 from .errors import (
     ClientClosedError,
+    ConnectionLostError,
     FilaConnectionError,
     FilaError,
-    NotLeaderError,
     RequestTimeoutError,
 )
 from .types import (
@@ -133,24 +134,19 @@ class Client(ClientBase):
 
     def _request(self, op: ops.Op, timeout: float | None) -> Any:
         retry = Retry(self._deadline(timeout))
-        redirected = False
         while True:
             conn = self._connection()
             rid, data = ops.encode_op(op, conn.core)
             frame = conn.request(rid, data, retry.deadline)
             try:
                 return ops.parse_response(op, frame.opcode, frame.payload)
-            except NotLeaderError as exc:
-                if redirected or not exc.leader_addr:
-                    raise
-                redirected = True
-                with self._connect_lock:
-                    self._follow_leader(exc.leader_addr)
             except FilaError as exc:
-                delay = retry.delay(exc, time.monotonic())
-                if delay is None:
-                    raise
-                time.sleep(delay)
+                action, arg = retry.after(exc, time.monotonic())
+            if action == "redirect":
+                with self._connect_lock:
+                    self._follow_leader(arg)
+            else:
+                time.sleep(arg)
 
     def _hot_batch(self, kind: ops.HotKind, items: list[Any], timeout: float | None) -> list[Any]:
         """Send ``items`` in as many frames as needed; per item, the decoded result or a FilaError."""
@@ -282,13 +278,8 @@ class Client(ClientBase):
     # --------------------------------------------------------------- admin
 
     def create_queue(
-        self,
-        name: str,
-        *,
-        on_enqueue: str | None = None,
-        on_failure: str | None = None,
-        visibility_timeout_ms: int = 0,
-        timeout: float | None = None,
+        self, name: str, *, on_enqueue: str | None = None, on_failure: str | None = None,
+        visibility_timeout_ms: int = 0, timeout: float | None = None,
     ) -> None:
         """Create a queue, and its dead-letter queue ``<name>.dlq``.
 
@@ -426,7 +417,7 @@ class _Closed(Exception):
     pass
 
 
-class Consumer:
+class Consumer(ConsumerBase):
     """The messages of one subscription, on a connection of its own.
 
     Iterate it (``for msg in consumer`` or ``next(consumer)``) or call
@@ -439,18 +430,16 @@ class Consumer:
     batched.
     """
 
+    _state: _ConsumerState
+    _buf: deque[ConsumeMessage]
+
     def __init__(self, client: Client, queue: str, buffer_size: int) -> None:
-        if type(queue) is not str:
-            raise TypeError(f"queue must be str, got {type(queue).__name__}")
-        self.queue = queue
+        super().__init__(queue)
         state = _ConsumerState(client, queue, buffer_size)
         self._state = state
         self._buf = state.buffer.messages
         state.start()
         self._finalizer = weakref.finalize(self, state.close)
-
-    def __repr__(self) -> str:
-        return f"<fila.Consumer queue={self.queue!r} {'closed' if self._state.closed else 'open'}>"
 
     def __iter__(self) -> Iterator[ConsumeMessage]:
         return self
@@ -493,16 +482,6 @@ class Consumer:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every ack/nack given so far has been answered; False on timeout."""
         return self._state.flush(timeout)
-
-    @property
-    def buffered(self) -> int:
-        """Messages received and not yet taken."""
-        return len(self._buf)
-
-    @property
-    def closed(self) -> bool:
-        """True once closed (by :meth:`close`, the client's close, or a final subscription error)."""
-        return self._state.closed
 
     def close(self) -> None:
         """Cancel the subscription, flush acks, close the connection. Idempotent."""
@@ -568,9 +547,11 @@ class _ConsumerState:
                 conn = self._subscribe_at(decision.settings)
             except Exception as exc:
                 decision = self.sub.refused(exc, time.monotonic())
-                continue
-            self.sub.subscribed()
-            return conn
+            else:
+                if self.sub.subscribed():
+                    return conn
+                conn.close()  # the consumer was closed meanwhile
+                return None
 
     def _subscribe_at(self, settings: Settings) -> SyncConnection:
         conn = SyncConnection(settings, self._on_delivery)
@@ -594,12 +575,8 @@ class _ConsumerState:
             conn.run_reader()
             if self.closed:
                 return
-            cause = conn.core.dead or ClientClosedError("connection ended")
-            conn = self._subscribe(self.sub.lost(cause, time.monotonic()))
-            if conn is not None and self.closed:
-                conn.close()
-                return
-            self.conn = conn
+            cause = conn.core.dead or ConnectionLostError("the connection ended")
+            self.conn = conn = self._subscribe(self.sub.lost(cause, time.monotonic()))
 
     # ------------------------------------------------------- reader side
 
