@@ -4,27 +4,32 @@
 completes the awaiting futures; no task polls a stream. Keepalive runs on
 loop timers as :class:`~fila._core.Keepalive` decides. Writes made in one
 loop turn go out in one ``transport.write``. Where ``TCP_QUICKACK`` exists it
-is re-armed after each read (see :mod:`fila._sync_transport` for why).
+is re-armed after each read (:mod:`fila._quickack`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
 
 from ._core import DISCONNECT_FRAME, ConnectionCore, Keepalive, Settings
-from .errors import ConnectError, ConnectionLostError, DecodeError, FilaConnectionError, FilaError, ProtocolError
-from .errors import RequestTimeoutError
+from ._quickack import quickack
+from .errors import (
+    ConnectError,
+    ConnectionLostError,
+    DecodeError,
+    FilaConnectionError,
+    FilaError,
+    ProtocolError,
+    RequestTimeoutError,
+)
 
 __all__ = ["AioConnection", "FutureWaiter"]
 
 log = logging.getLogger("fila")
-
-_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
 class FutureWaiter:
@@ -134,17 +139,8 @@ class AioConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         sock = transport.get_extra_info("socket")
-        if _QUICKACK is not None and sock is not None:
-            setsockopt = sock.setsockopt
-            level, opt = socket.IPPROTO_TCP, _QUICKACK
-
-            def rearm() -> None:
-                try:
-                    setsockopt(level, opt, 1)
-                except OSError:  # pragma: no cover - closing
-                    pass
-
-            self._quickack = rearm
+        if sock is not None:
+            self._quickack = quickack(sock)
 
     def data_received(self, data: bytes) -> None:
         rearm = self._quickack

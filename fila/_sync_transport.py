@@ -7,11 +7,7 @@ combining writer (whoever gets the write lock sends everything queued, so
 frames from several threads go out in one ``send``) and a reader loop run by
 a thread of the owner's choosing. :class:`Timers` runs delayed callbacks.
 
-Delayed ACKs: the server leaves Nagle's algorithm on, so a frame it writes
-while an earlier one is unacknowledged waits for our ACK, which Linux delays
-by up to 40 ms. Where ``TCP_QUICKACK`` exists the reader re-arms it after
-every read, so the kernel acknowledges at once (one ``setsockopt`` per
-``recv``, which carries many frames under load).
+The reader re-arms ``TCP_QUICKACK`` after every read (:mod:`fila._quickack`).
 """
 
 from __future__ import annotations
@@ -29,30 +25,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ._core import DISCONNECT_FRAME, ConnectionCore, Keepalive, Settings
+from ._quickack import quickack
 from .errors import ConnectError, ConnectionLostError, DecodeError, FilaError, ProtocolError, RequestTimeoutError
 
-__all__ = ["BlockingWaiter", "SyncConnection", "Timers", "quickack"]
+__all__ = ["BlockingWaiter", "SyncConnection", "Timers"]
 
 log = logging.getLogger("fila")
 
 _RECV_SIZE = 256 * 1024
-_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
-
-
-def quickack(sock: socket.socket) -> Callable[[], None] | None:
-    """A function that re-arms ``TCP_QUICKACK`` on ``sock``, or None where the platform has no such option."""
-    if _QUICKACK is None:
-        return None
-    setsockopt = sock.setsockopt
-    level, opt = socket.IPPROTO_TCP, _QUICKACK
-
-    def rearm() -> None:
-        try:
-            setsockopt(level, opt, 1)
-        except OSError:  # pragma: no cover - the socket is closing
-            pass
-
-    return rearm
 
 
 class Timers:
@@ -224,6 +204,7 @@ class SyncConnection:
         self.dead = False
         self._ended = False
         self.closing = False
+        self._rearm: Callable[[], None] | None = None
         self.gate: Callable[[], None] | None = None  # backpressure hook, run after each read
         self.thread: threading.Thread | None = None
 
@@ -239,6 +220,7 @@ class SyncConnection:
             raise ConnectError(f"cannot connect to {s.address}: {exc}") from exc
         tls = s.ssl_context is not None
         self._sock = sock
+        self._rearm = quickack(sock)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if s.ssl_context is not None:
@@ -284,6 +266,8 @@ class SyncConnection:
             data = self._io.recv(_RECV_SIZE)
             if not data:
                 raise ConnectionResetError("the server closed the connection")
+            if self._rearm is not None:
+                self._rearm()
             self.core.receive(data)
         if waiter.error is not None:
             raise waiter.error
@@ -365,7 +349,7 @@ class SyncConnection:
         receive = core.receive
         recv = io.recv
         keepalive = core.keepalive
-        rearm = quickack(sock)
+        rearm = self._rearm
         poll = _Poller(sock) if keepalive.interval is not None else None
         now = time.monotonic
         try:
