@@ -38,6 +38,7 @@ from .errors import (
     NodeNotReadyError,
     NotLeaderError,
     ProtocolError,
+    UnsupportedVersionError,
     error_for_code,
 )
 from .protocol.constants import MAX_FRAME_SIZE, PROTOCOL_VERSION, ErrorCode, Opcode
@@ -297,6 +298,7 @@ class ConnectionCore:
         "max_frame_size",
         "node_id",
         "on_delivery",
+        "on_end",
         "pending",
         "reader",
     )
@@ -319,6 +321,8 @@ class ConnectionCore:
         self.node_id = 0
         self.max_frame_size = MAX_FRAME_SIZE
         self.dead: BaseException | None = None
+        #: Called with the cause when the connection ends other than by being closed.
+        self.on_end: Callable[[BaseException], None] | None = None
         self.keepalive = Keepalive(
             settings.keepalive_interval, settings.keepalive_timeout, time.monotonic() if now is None else now
         )
@@ -404,9 +408,8 @@ class ConnectionCore:
             )
         body = decode_body("HandshakeOk", frame.payload)
         if body["negotiated_version"] != PROTOCOL_VERSION:
-            raise ProtocolError(
-                ErrorCode.UNSUPPORTED_VERSION,
-                f"{self.address} negotiated protocol version {body['negotiated_version']}; this client speaks 1",
+            raise UnsupportedVersionError(
+                f"{self.address} negotiated protocol version {body['negotiated_version']}; this client speaks 1"
             )
         self.node_id = body["node_id"]
         self.max_frame_size = body["max_frame_size"] or MAX_FRAME_SIZE
@@ -439,6 +442,9 @@ class ConnectionCore:
         else:
             log.warning("connection to %s closed: %s", self.address, cause)
         self.fail_all(cause)
+        on_end = self.on_end
+        if on_end is not None and not closing:
+            on_end(cause)
         return cause
 
 
@@ -592,6 +598,10 @@ class Decision(NamedTuple):
     error: BaseException | None = None
 
 
+def _ignore(*args: Any) -> None:
+    pass
+
+
 class Subscription:
     """One consumer's subscription, as a state machine driven by its driver.
 
@@ -604,9 +614,12 @@ class Subscription:
     a resubscribe never does unless the error is final (e.g. Forbidden).
     """
 
-    __slots__ = ("_redirects", "backoff", "deadline", "failures", "origin", "queue", "state", "target")
+    __slots__ = ("_redirects", "backoff", "deadline", "emit", "failures", "origin", "queue", "state", "target")
 
-    def __init__(self, settings: Settings, queue: str, now: float) -> None:
+    def __init__(
+        self, settings: Settings, queue: str, now: float, emit: Callable[..., None] | None = None
+    ) -> None:
+        self.emit = emit or _ignore
         self.origin = settings
         self.target = settings
         self.queue = queue
@@ -620,6 +633,8 @@ class Subscription:
         """The Consume was accepted; False if the consumer was closed meanwhile (the driver drops the connection)."""
         if self.state == "closed":
             return False
+        if self.state == "resubscribing":
+            self.emit("resubscribed", self.target.address, self.queue)
         self.state = "active"
         self.deadline = None
         self.failures = 0
@@ -641,6 +656,7 @@ class Subscription:
                 except ValueError:
                     log.warning("consume %r: unusable leader address %r", self.queue, exc.leader_addr)
                 else:
+                    self.emit("redirected", self.target.address, self.queue, exc)
                     return Decision("subscribe", 0.0, self.target)
         if isinstance(exc, FilaConnectionError) and self.target is not self.origin:
             self.target = self.origin  # the redirect target is gone: start over at the address given
@@ -663,12 +679,12 @@ class Subscription:
         if self.state == "closed":
             return Decision("fail", error=ClientClosedError("the consumer is closed"))
         self.state = "resubscribing"
-        log.info("consumer of %r lost its connection (%s); resubscribing", self.queue, cause)
+        self.emit("subscription_lost", self.target.address, self.queue, cause)
         return Decision("subscribe", self.backoff.next(), self.target)
 
     def _fail(self, exc: BaseException) -> Decision:
         if self.deadline is None:
-            log.error("consumer of %r stopped: %s", self.queue, exc)
+            self.emit("consumer_failed", self.target.address, self.queue, exc)
         self.state = "failed"
         return Decision("fail", error=exc)
 

@@ -12,6 +12,7 @@ twin's. Every behaviour behind the methods lives in :mod:`fila._core` and
 from __future__ import annotations
 
 import inspect
+import logging
 import ssl
 import time
 from collections.abc import Callable
@@ -31,9 +32,11 @@ from ._core import (
 )
 from ._tls import PemInput, make_ssl_context
 from .errors import ClientClosedError
-from .types import AccumulatorMode, Linger
+from .types import AccumulatorMode, ClientEvent, Linger
 
 __all__ = ["ClientBase", "ConsumerBase", "twin_of"]
+
+log = logging.getLogger("fila")
 
 _T = TypeVar("_T", bound=type)
 
@@ -55,7 +58,11 @@ class ClientBase:
     The rest are this package's additions: timeouts in seconds
     (``keepalive_interval=None`` turns keepalive Pings off);
     ``consumer_buffer``, how many deliveries a consumer holds before it stops
-    reading (TCP backpressure); the reconnect backoff bounds.
+    reading (TCP backpressure); the reconnect backoff bounds; ``on_event``,
+    called with a :class:`~fila.ClientEvent` for each connection lost,
+    reconnect, resubscription, leader redirect and consumer giving up (from
+    the client's reader thread, or the event loop for ``AsyncClient``; keep it
+    short and non-blocking).
     """
 
     _conn: Any
@@ -78,7 +85,12 @@ class ClientBase:
         consumer_buffer: int = DEFAULT_CONSUMER_BUFFER,
         reconnect_initial_delay: float = DEFAULT_RECONNECT_INITIAL,
         reconnect_max_delay: float = DEFAULT_RECONNECT_MAX,
+        on_event: Callable[[ClientEvent], None] | None = None,
     ) -> None:
+        if on_event is not None and not callable(on_event):
+            raise TypeError(f"on_event must be callable, got {type(on_event).__name__}")
+        self._on_event = on_event
+        self._was_connected = False
         self._closed = True  # until fully constructed (close() and __del__ then do nothing)
         self._conn = None
         ssl_context: ssl.SSLContext | None = make_ssl_context(tls, ca_cert, client_cert, client_key)
@@ -142,9 +154,26 @@ class ClientBase:
         self._next_attempt = time.monotonic() + self._backoff.next()
         self._settings = self._origin  # a redirect target that failed: back to the address given
 
-    def _connect_succeeded(self) -> None:
+    def _connect_succeeded(self, conn: Any) -> None:
         self._backoff.reset()
         self._next_attempt = 0.0
+        self._emit("reconnected" if self._was_connected else "connected", conn.settings.address)
+        self._was_connected = True
+        conn.core.on_end = lambda cause: self._emit("disconnected", conn.settings.address, None, cause)
+
+    def _emit(self, kind: str, address: str, queue: str | None = None, error: BaseException | None = None) -> None:
+        """Log a recovery step at INFO and hand it to ``on_event`` (whose exceptions are logged, never raised)."""
+        if kind != "connected":
+            log.info(
+                "%s: %s%s%s", kind, address, f" (queue {queue!r})" if queue is not None else "",
+                f": {error}" if error is not None else "",
+            )
+        callback = self._on_event
+        if callback is not None:
+            try:
+                callback(ClientEvent(kind, address, queue, error))
+            except Exception:
+                log.exception("the on_event callback raised (ignored)")
 
     def _follow_leader(self, leader_addr: str) -> None:
         """Send later requests to ``leader_addr`` (a NotLeader hint); the current connection is closed."""

@@ -24,8 +24,18 @@ from ._core import Decision, DeliveryBuffer, Retry, Settings, Subscription
 from ._surface import ClientBase, ConsumerBase, twin_of
 from .client import Client, Consumer
 from .errors import ClientClosedError, FilaConnectionError, FilaError, RequestTimeoutError
-from .types import MAX_BATCH_MESSAGES, AccumulatorMode, AclEntry, AclPermission, ApiKeyInfo, ConsumeMessage
-from .types import CreateApiKeyResult, EnqueueResult, QueueInfo, StatsResult
+from .types import (
+    MAX_BATCH_MESSAGES,
+    AccumulatorMode,
+    AclEntry,
+    AclPermission,
+    ApiKeyInfo,
+    ConsumeMessage,
+    CreateApiKeyResult,
+    EnqueueResult,
+    QueueInfo,
+    StatsResult,
+)
 
 __all__ = ["AsyncClient", "AsyncConsumer"]
 
@@ -79,7 +89,7 @@ class AsyncClient(ClientBase):
         conn = self._conn
         return conn.core.node_id if conn is not None else 0
 
-    async def close(self, timeout: float | None = None) -> None:
+    async def close(self, *, timeout: float | None = None) -> None:
         if self._closed:
             return
         wait = self._wait_or_default(timeout)
@@ -128,7 +138,7 @@ class AsyncClient(ClientBase):
             except FilaConnectionError:
                 self._connect_failed()
                 raise
-            self._connect_succeeded()
+            self._connect_succeeded(conn)
             self._conn = conn
             return conn
 
@@ -480,7 +490,7 @@ class _AioConsumerState:
         self.client_ref = weakref.ref(client)
         self.settings: Settings = client._settings
         self.queue = queue
-        self.sub = Subscription(client._origin, queue, time.monotonic())
+        self.sub = Subscription(client._origin, queue, time.monotonic(), client._emit)
         self.buffer: DeliveryBuffer[ConsumeMessage] = DeliveryBuffer(capacity)
         self.waiter: asyncio.Future[None] | None = None
         self.flushing = 0

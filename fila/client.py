@@ -88,7 +88,7 @@ class Client(ClientBase):
         """The node id the server reported in its handshake (0 for a single node)."""
         return self._connection().core.node_id
 
-    def close(self, timeout: float | None = None) -> None:
+    def close(self, *, timeout: float | None = None) -> None:
         """Send what the accumulator holds and wait for its answers, close consumers, then disconnect.
 
         Waits at most ``timeout`` seconds (default: the request timeout);
@@ -125,7 +125,7 @@ class Client(ClientBase):
             except FilaConnectionError:
                 self._connect_failed()
                 raise
-            self._connect_succeeded()
+            self._connect_succeeded(conn)
             conn.start("fila-reader")
             self._conn = conn
             return conn
@@ -502,7 +502,7 @@ class _ConsumerState:
         self.settings: Settings = client._settings
         self.timers = client._timers
         self.queue = queue
-        self.sub = Subscription(client._origin, queue, time.monotonic())
+        self.sub = Subscription(client._origin, queue, time.monotonic(), client._emit)
         self.buffer: DeliveryBuffer[ConsumeMessage] = DeliveryBuffer(capacity)
         self.cond = threading.Condition(threading.Lock())
         self.waiting = 0

@@ -24,6 +24,7 @@ __all__ = [
     "AclEntry",
     "AclPermission",
     "ApiKeyInfo",
+    "ClientEvent",
     "ConsumeMessage",
     "CreateApiKeyResult",
     "EnqueueResult",
@@ -117,6 +118,23 @@ def _code_of(text: str) -> int | None:
         except ValueError:
             return None
     return None
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    """A recovery step a client took, handed to the ``on_event`` callback (and logged at INFO).
+
+    ``kind`` is one of ``"connected"``, ``"disconnected"``, ``"reconnected"``
+    (the request connection), ``"subscription_lost"``, ``"resubscribed"``,
+    ``"redirected"`` (a consumer followed a leader), ``"consumer_failed"``
+    (a consumer gave up; its iterator raises ``error``). ``address`` is the
+    node concerned, ``queue`` the consumer's queue, ``error`` the cause.
+    """
+
+    kind: str
+    address: str
+    queue: str | None = None
+    error: BaseException | None = None
 
 
 @dataclass(frozen=True)
