@@ -77,6 +77,7 @@ def encode_batches(
     next_id: Callable[[], int],
     size_hint: int = -1,
     size_of: Callable[[Any], int] = item_size,
+    max_items: int = 0,
 ) -> list[tuple[int, bytes, int, int]]:
     """Encode ``items`` as frames of at most ``max_frame_size``: ``(request_id, data, start, end)`` each.
 
@@ -85,11 +86,15 @@ def encode_batches(
     encoded length is checked anyway; a batch that still came out as
     continuation frames is halved until it fits (a lone item may use
     continuations: that is how messages above the frame size travel).
+    ``max_items`` (when > 0) caps the items per frame (1 in cluster mode: see
+    :attr:`fila._core.ConnectionCore.max_items`).
     """
     out: list[tuple[int, bytes, int, int]] = []
     n = len(items)
     limit = max_frame_size - 64
-    if 0 <= size_hint and size_hint + 64 * n < limit // 2:
+    if max_items > 0 and n > max_items:
+        ranges = [(i, min(i + max_items, n)) for i in range(0, n, max_items)]
+    elif 0 <= size_hint and size_hint + 64 * n < limit // 2:
         ranges = [(0, n)]
     else:
         ranges = []

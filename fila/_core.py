@@ -26,7 +26,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from .errors import (
@@ -35,9 +35,11 @@ from .errors import (
     ConnectionLostError,
     FilaConnectionError,
     FilaError,
+    InternalServerError,
     NodeNotReadyError,
     NotLeaderError,
     ProtocolError,
+    QueueNotFoundError,
     UnsupportedVersionError,
     error_for_code,
 )
@@ -64,6 +66,9 @@ DEFAULT_KEEPALIVE_TIMEOUT = 10.0
 DEFAULT_CONSUMER_BUFFER = 1024
 DEFAULT_RECONNECT_INITIAL = 0.05
 DEFAULT_RECONNECT_MAX = 5.0
+DEFAULT_LEADER_CHECK_INTERVAL = 2.0
+#: How long a new queue's Raft group may be missing on a node before Consume's QueueNotFound is final.
+RAFT_GROUP_GRACE = 5.0
 #: Leader redirects followed for one subscribe before giving up.
 MAX_REDIRECTS = 5
 #: Failed resubscribes in a row before each further failure is logged at WARNING.
@@ -146,6 +151,17 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def parse_addresses(addr: str | Sequence[str]) -> list[str]:
+    """The node addresses of ``addr``: ``"h1:5555"``, ``"h1:5555,h2:5555"`` or a list of them (normalised)."""
+    if isinstance(addr, str):
+        parts = [a for a in addr.split(",") if a.strip()] if "," in addr else [addr]
+    elif isinstance(addr, Sequence) and addr and all(isinstance(a, str) for a in addr):
+        parts = list(addr)
+    else:
+        raise TypeError(f"the server address must be 'host:port', 'h1:port,h2:port' or a list of them, got {addr!r}")
+    return [format_address(*parse_address(a)) for a in parts]
+
+
 class Settings:
     """Everything needed to open a connection; shared by a client and its consumers.
 
@@ -154,22 +170,26 @@ class Settings:
 
     __slots__ = (
         "_api_key",
+        "cluster_batching",
         "connect_timeout",
         "consumer_buffer",
         "host",
         "keepalive_interval",
         "keepalive_timeout",
+        "leader_check_interval",
+        "nodes",
         "port",
         "reconnect_initial",
         "reconnect_max",
         "request_timeout",
+        "resubscribe_attempts",
         "server_hostname",
         "ssl_context",
     )
 
     def __init__(
         self,
-        addr: str,
+        addr: str | Sequence[str],
         *,
         api_key: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -180,6 +200,9 @@ class Settings:
         consumer_buffer: int = DEFAULT_CONSUMER_BUFFER,
         reconnect_initial: float = DEFAULT_RECONNECT_INITIAL,
         reconnect_max: float = DEFAULT_RECONNECT_MAX,
+        cluster_batching: bool = False,
+        leader_check_interval: float | None = DEFAULT_LEADER_CHECK_INTERVAL,
+        resubscribe_attempts: int | None = None,
     ) -> None:
         if api_key is not None and not isinstance(api_key, str):
             raise TypeError(f"api_key must be a str or None, got {type(api_key).__name__}")
@@ -198,7 +221,16 @@ class Settings:
             )
         if isinstance(consumer_buffer, bool) or not (isinstance(consumer_buffer, int) and consumer_buffer > 0):
             raise ValueError(f"consumer_buffer must be a positive int, got {consumer_buffer!r}")
-        self.host, self.port = parse_address(addr)
+        if leader_check_interval is not None and not leader_check_interval > 0:
+            raise ValueError(f"leader_check_interval must be positive or None, got {leader_check_interval!r}")
+        attempts = resubscribe_attempts
+        if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
+            raise ValueError(f"resubscribe_attempts must be a positive int or None, got {resubscribe_attempts!r}")
+        self.nodes = tuple(parse_addresses(addr))
+        self.host, self.port = parse_address(self.nodes[0])
+        self.cluster_batching = bool(cluster_batching)
+        self.leader_check_interval = None if leader_check_interval is None else float(leader_check_interval)
+        self.resubscribe_attempts = resubscribe_attempts
         self._api_key = api_key
         self.ssl_context = ssl_context
         self.server_hostname = self.host if ssl_context is not None else None
@@ -242,6 +274,59 @@ class Settings:
             f"Settings(address={self.address!r}, tls={self.ssl_context is not None}, "
             f"api_key={'<set>' if self._api_key is not None else None})"
         )
+
+
+class Nodes:
+    """What a client knows of its cluster: the addresses it was given and which node id answered where.
+
+    Handshakes teach it node id → address; a consumer that must find a
+    queue's leader asks it for the leader's address, and a failed address
+    makes way for the next one listed.
+    """
+
+    __slots__ = ("by_id", "ids", "origin")
+
+    def __init__(self, origin: Settings) -> None:
+        self.origin = origin
+        self.by_id: dict[int, str] = {}
+        self.ids: dict[str, int] = {}
+
+    @property
+    def listed(self) -> tuple[str, ...]:
+        return self.origin.nodes
+
+    def learned(self, address: str, node_id: int) -> None:
+        """``address`` answered a handshake as ``node_id`` (0: a single node)."""
+        if node_id:
+            self.by_id[node_id] = address
+            self.ids[address] = node_id
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.by_id) or len(self.listed) > 1
+
+    def at(self, address: str) -> Settings:
+        """Settings aimed at ``address`` (``host:port``)."""
+        address = format_address(*parse_address(address))
+        return self.origin if address == self.origin.address else self.origin.redirected(address)
+
+    def after(self, address: str) -> Settings:
+        """The next listed address after ``address`` (the first one if it is not listed)."""
+        listed = self.listed
+        try:
+            i = listed.index(address)
+        except ValueError:
+            return self.at(listed[0])
+        return self.at(listed[(i + 1) % len(listed)])
+
+    def of(self, node_id: int) -> Settings | None:
+        """Where node ``node_id`` answered, if known."""
+        address = self.by_id.get(node_id)
+        return None if address is None else self.at(address)
+
+    def unknown(self) -> list[str]:
+        """Listed addresses whose node id is not known yet."""
+        return [a for a in self.listed if a not in self.ids]
 
 
 # ---------------------------------------------------------------- connection
@@ -290,12 +375,14 @@ class ConnectionCore:
     """
 
     __slots__ = (
+        "_cluster_batching",
         "_ids",
         "address",
         "consume_id",
         "dead",
         "keepalive",
         "max_frame_size",
+        "max_items",
         "node_id",
         "on_delivery",
         "on_end",
@@ -320,6 +407,10 @@ class ConnectionCore:
         self.consume_id = -1
         self.node_id = 0
         self.max_frame_size = MAX_FRAME_SIZE
+        #: Most items per Enqueue/Ack/Nack frame (0: no limit). 1 on a cluster node unless
+        #: ``cluster_batching``: today's servers replicate and forward only a batch's first item.
+        self.max_items = 0
+        self._cluster_batching = settings.cluster_batching
         self.dead: BaseException | None = None
         #: Called with the cause when the connection ends other than by being closed.
         self.on_end: Callable[[BaseException], None] | None = None
@@ -413,6 +504,7 @@ class ConnectionCore:
             )
         self.node_id = body["node_id"]
         self.max_frame_size = body["max_frame_size"] or MAX_FRAME_SIZE
+        self.max_items = 1 if self.node_id and not self._cluster_batching else 0
         return HandshakeInfo(self.node_id, self.max_frame_size)
 
     # -------------------------------------------------------------- ending
@@ -539,8 +631,23 @@ class Backoff:
         self._current = self.initial
 
 
-#: Server refusals that applied nothing, so the request may simply be sent again.
-RETRYABLE = (ChannelFullError,)
+def retryable(exc: BaseException) -> bool:
+    """A whole-request refusal that applied nothing, so the request may simply be sent again.
+
+    ChannelFull (backpressure), NodeNotReady, and a cluster node that could
+    not reach the leader to forward the request (``forward error: connect``).
+    """
+    if isinstance(exc, (ChannelFullError, NodeNotReadyError)):
+        return True
+    return isinstance(exc, InternalServerError) and exc.message.startswith(_FORWARD_CONNECT)
+
+
+def item_retryable(code: int, text: str) -> bool:
+    """A per-item result that applied nothing: NotLeader (no leader yet, node not ready) or a failed forward connect."""
+    return code == ErrorCode.NOT_LEADER or (code == ErrorCode.INTERNAL_ERROR and text.startswith(_FORWARD_CONNECT))
+
+
+_FORWARD_CONNECT = "forward error: connect"
 
 
 class Retry:
@@ -571,9 +678,12 @@ class Retry:
             raise exc
         return "wait", delay
 
-    def delay(self, exc: BaseException, now: float) -> float | None:
-        """The pause before trying again after ``exc``, or None when it must be raised."""
-        if not isinstance(exc, RETRYABLE):
+    def delay(self, exc: BaseException | None, now: float) -> float | None:
+        """The pause before trying again after ``exc`` (None: items that :func:`item_retryable` accepted).
+
+        None when it must be raised instead (final, or past the deadline).
+        """
+        if exc is not None and not retryable(exc):
             return None
         backoff = self._backoff = self._backoff or Backoff(0.01, 1.0)
         delay = backoff.next()
@@ -608,37 +718,57 @@ class Subscription:
     The driver connects to :attr:`target` and sends Consume; then reports
     :meth:`subscribed`, :meth:`refused` (the Consume or the connection failed)
     or :meth:`lost` (a live subscription's connection ended), and does what
-    the returned :class:`Decision` says. A leader redirect is followed at once
-    (at most :data:`MAX_REDIRECTS` in a row); retryable refusals back off; the
-    first subscribe gives up at ``deadline`` (the caller then sees the error),
-    a resubscribe never does unless the error is final (e.g. Forbidden).
+    the returned :class:`Decision` says:
+
+    * NotLeader with ``leader_addr``: go there at once (at most
+      :data:`MAX_REDIRECTS` in a row);
+    * NotLeader without it, in a cluster: ``"locate"`` — the driver asks
+      GetStats for the leader's node id and reports :meth:`located`;
+    * a connection failure: the next listed node, after a backoff;
+    * other refusals that may pass (NodeNotReady, ChannelFull, a new queue's
+      missing Raft group for :data:`RAFT_GROUP_GRACE`): back off and retry;
+    * anything else, or the first subscribe past ``deadline``, or
+      ``resubscribe_attempts`` failures in a row: ``"fail"``.
     """
 
-    __slots__ = ("_redirects", "backoff", "deadline", "emit", "failures", "origin", "queue", "state", "target")
+    __slots__ = (
+        "_grace_until",
+        "_redirects",
+        "backoff",
+        "deadline",
+        "emit",
+        "failures",
+        "nodes",
+        "queue",
+        "state",
+        "target",
+    )
 
-    def __init__(
-        self, settings: Settings, queue: str, now: float, emit: Callable[..., None] | None = None
-    ) -> None:
+    def __init__(self, nodes: Nodes, queue: str, now: float, emit: Callable[..., None] | None = None) -> None:
         self.emit = emit or _ignore
-        self.origin = settings
-        self.target = settings
+        self.nodes = nodes
+        self.target = nodes.origin
         self.queue = queue
+        settings = nodes.origin
         self.backoff = Backoff(settings.reconnect_initial, settings.reconnect_max)
         self.deadline: float | None = now + settings.request_timeout
         self.failures = 0
         self._redirects = 0
+        self._grace_until: float | None = None
         self.state = "subscribing"
 
-    def subscribed(self) -> bool:
-        """The Consume was accepted; False if the consumer was closed meanwhile (the driver drops the connection)."""
+    def subscribed(self, node_id: int = 0) -> bool:
+        """The Consume was accepted (by ``node_id``); False if the consumer was closed meanwhile."""
         if self.state == "closed":
             return False
+        self.nodes.learned(self.target.address, node_id)
         if self.state == "resubscribing":
             self.emit("resubscribed", self.target.address, self.queue)
         self.state = "active"
         self.deadline = None
         self.failures = 0
         self._redirects = 0
+        self._grace_until = None
         self.backoff.reset()
         log.debug("subscribed to %r at %s", self.queue, self.target.address)
         return True
@@ -650,37 +780,84 @@ class Subscription:
         if isinstance(exc, NotLeaderError) and exc.leader_addr:
             self._redirects += 1
             if self._redirects <= MAX_REDIRECTS:
-                log.info("consume %r: redirected to leader %s", self.queue, exc.leader_addr)
                 try:
-                    self.target = self.origin.redirected(exc.leader_addr)
-                except ValueError:
+                    self.target = self.nodes.at(exc.leader_addr)
+                except (TypeError, ValueError):
                     log.warning("consume %r: unusable leader address %r", self.queue, exc.leader_addr)
                 else:
                     self.emit("redirected", self.target.address, self.queue, exc)
                     return Decision("subscribe", 0.0, self.target)
-        if isinstance(exc, FilaConnectionError) and self.target is not self.origin:
-            self.target = self.origin  # the redirect target is gone: start over at the address given
-        retryable = isinstance(exc, (FilaConnectionError, NotLeaderError, NodeNotReadyError, ChannelFullError))
-        if isinstance(exc, ProtocolError) and self.deadline is None:
-            retryable = True  # a broken stream while resubscribing: try a fresh connection
-        if not retryable:
+        if isinstance(exc, FilaConnectionError):
+            self.target = self.nodes.after(self.target.address)  # that node is unreachable: try the next listed one
+            retry = True
+        elif isinstance(exc, NotLeaderError):
+            if self.nodes.clustered:
+                return self._pause(exc, now, "locate")
+            retry = True
+        elif isinstance(exc, QueueNotFoundError) and "raft group" in exc.message:
+            # A queue created a moment ago has no Raft group on this node yet.
+            if self._grace_until is None:
+                self._grace_until = now + RAFT_GROUP_GRACE
+            retry = now < self._grace_until or self.deadline is None
+        else:
+            retry = isinstance(exc, (NodeNotReadyError, ChannelFullError)) or (
+                isinstance(exc, ProtocolError) and self.deadline is None  # a broken stream while resubscribing
+            )
+        if not retry:
             return self._fail(exc)
-        self._redirects = 0
-        self.failures += 1
-        delay = self.backoff.next()
-        if self.deadline is not None and now + delay >= self.deadline:
-            return self._fail(exc)
-        level = logging.WARNING if self.failures >= WARN_AFTER_FAILURES else logging.DEBUG
-        log.log(level, "subscribe to %r failed (%d times): %s; retry in %.2fs", self.queue, self.failures, exc, delay)
-        return Decision("subscribe", delay, self.target)
+        return self._pause(exc, now, "subscribe")
 
-    def lost(self, cause: BaseException, now: float) -> Decision:
-        """The live subscription's connection ended."""
+    def located(self, leader_node_id: int, now: float) -> Decision:
+        """The driver's GetStats named ``leader_node_id`` (0: no leader yet) as the queue's leader."""
+        target = self.nodes.of(leader_node_id) if leader_node_id else None
+        if target is None and leader_node_id:
+            unknown = self.nodes.unknown()  # learn more node ids by subscribing at nodes not met yet
+            if unknown:
+                target = self.nodes.at(unknown[0])
+        if target is None:
+            return self._pause(NodeNotReadyError(f"no known leader for {self.queue!r} yet"), now, "subscribe")
+        self.target = target
+        return Decision("subscribe", 0.0, target)
+
+    def lost(self, cause: BaseException, now: float, leader_node_id: int = 0) -> Decision:
+        """The live subscription ended (its connection died, or the leader moved: ``leader_node_id``)."""
         if self.state == "closed":
             return Decision("fail", error=ClientClosedError("the consumer is closed"))
         self.state = "resubscribing"
         self.emit("subscription_lost", self.target.address, self.queue, cause)
+        if leader_node_id:
+            target = self.nodes.of(leader_node_id)
+            if target is not None:
+                self.target = target
+                return Decision("subscribe", 0.0, target)
         return Decision("subscribe", self.backoff.next(), self.target)
+
+    def check_due(self, node_id: int, idle_for: float) -> bool:
+        """Whether an idle subscription on ``node_id`` should check that its node still leads the queue.
+
+        Only cluster nodes (``node_id`` != 0) lose leadership; a leader that
+        does drops its consumers without a frame, so silence is all a client sees.
+        """
+        interval = self.target.leader_check_interval
+        return bool(node_id) and interval is not None and self.state == "active" and idle_for >= interval
+
+    def leader_moved(self, node_id: int, leader_node_id: int, ready: int) -> bool:
+        """GetStats names ``leader_node_id`` with ``ready`` messages waiting while we sit on ``node_id``:
+        True when the subscription was dropped by a leadership change (resubscribe at the leader)."""
+        return bool(leader_node_id) and leader_node_id != node_id and ready > 0
+
+    def _pause(self, exc: BaseException, now: float, action: str) -> Decision:
+        self._redirects = 0
+        self.failures += 1
+        limit = self.target.resubscribe_attempts
+        delay = self.backoff.next()
+        if self.deadline is not None and now + delay >= self.deadline:
+            return self._fail(exc)
+        if self.deadline is None and limit is not None and self.failures > limit:
+            return self._fail(exc)
+        level = logging.WARNING if self.failures >= WARN_AFTER_FAILURES else logging.DEBUG
+        log.log(level, "subscribe to %r failed (%d times): %s; retry in %.2fs", self.queue, self.failures, exc, delay)
+        return Decision(action, delay, self.target)
 
     def _fail(self, exc: BaseException) -> Decision:
         if self.deadline is None:

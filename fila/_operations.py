@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from ._accumulator import encode_batches, item_size
-from ._core import Retry, error_from_frame
+from ._core import Retry, error_from_frame, item_retryable
 from .errors import EncodeError, FilaConnectionError, FilaError, ProtocolError, error_for_code
 from .protocol import (
     decode_ack_result,
@@ -395,7 +395,9 @@ class HotBatch:
 
     The driver loops: :meth:`frames` for its connection, send them, feed
     each answer to :meth:`answer`, then sleep :meth:`retry_delay` and loop
-    while it is not None (refused parts are sent again). ``out`` holds per
+    while it is not None. What applied nothing is sent again: a whole frame
+    the server refused (ChannelFull), and single items it refused as
+    retryable (a cluster's NotLeader, a failed forward). ``out`` holds per
     item the decoded result or a FilaError.
     """
 
@@ -406,45 +408,63 @@ class HotBatch:
         self._items = items
         self._retry = Retry(deadline)
         self.out: list[Any] = [None] * len(items)
-        self._todo = [(0, len(items))]
+        self._todo: list[int] = list(range(len(items)))
         self._delay: float | None = None
 
     @property
     def deadline(self) -> float:
         return self._retry.deadline
 
-    def frames(self, core: Any) -> list[tuple[int, bytes, int, int]]:
-        """What is left to send, as frames of ``core``'s connection: ``(request_id, data, start, end)``."""
+    def frames(self, core: Any) -> list[tuple[int, bytes, list[int]]]:
+        """What is left to send, as frames of ``core``'s connection: ``(request_id, data, item indexes)``."""
+        todo = self._todo
         items = self._items
         kind = self._kind
-        out = []
-        for start, end in self._todo:
-            chunk = items if (start, end) == (0, len(items)) else items[start:end]
-            for rid, data, s, e in encode_batches(
-                kind.encode, chunk, core.max_frame_size, core.next_id, -1, kind.size_of
-            ):
-                out.append((rid, data, start + s, start + e))
+        chunk = items if len(todo) == len(items) else [items[i] for i in todo]
+        frames = encode_batches(
+            kind.encode, chunk, core.max_frame_size, core.next_id, -1, kind.size_of, core.max_items
+        )
         self._todo = []
         self._delay = None
-        return out
+        return [(rid, data, todo[s:e]) for rid, data, s, e in frames]
 
-    def answer(self, frame: Any, start: int, end: int) -> None:
-        """Take the answer to the frame of items ``start:end``."""
+    def answer(self, frame: Any, part: list[int]) -> None:
+        """Take the answer to the frame of the items ``part``."""
         try:
-            results = hot_result(self._kind, frame, end - start)
+            results = hot_result(self._kind, frame, len(part))
         except FilaError as exc:
-            delay = self._retry.delay(exc, time.monotonic())
-            if delay is None:
-                self.out[start:end] = [exc] * (end - start)
-            else:
-                self._todo.append((start, end))
-                self._delay = delay if self._delay is None else max(self._delay, delay)
+            if not self._again(part, exc):
+                for i in part:
+                    self.out[i] = exc
             return
-        self.out[start:end] = results
+        again = [i for i, r in zip(part, results, strict=True) if _item_again(r)]
+        retrying = bool(again) and self._again(again, None)
+        for i, r in zip(part, results, strict=True):
+            if not (retrying and _item_again(r)):
+                self.out[i] = r
+
+    def _again(self, part: list[int], exc: FilaError | None) -> bool:
+        delay = self._retry.delay(exc, time.monotonic())
+        if delay is None:
+            return False
+        self._todo.extend(part)
+        self._delay = delay if self._delay is None else max(self._delay, delay)
+        return True
 
     def retry_delay(self) -> float | None:
-        """None when every item has its outcome; else the pause before sending the refused parts again."""
-        return self._delay if self._todo else None
+        """None when every item has its outcome; else the pause before sending the rest again."""
+        if not self._todo:
+            return None
+        self._todo.sort()
+        return self._delay
+
+
+def _item_again(result: Any) -> bool:
+    """An Enqueue ``(code, text)`` or Ack/Nack ``code`` item that applied nothing and may be sent again."""
+    if type(result) is tuple:
+        code: int = result[0]
+        return code != _OK and item_retryable(code, result[1])
+    return bool(result == ErrorCode.NOT_LEADER)
 
 
 class Group:
@@ -478,7 +498,9 @@ def enqueue_frames(
     and is left out; the others go.
     """
     try:
-        frames = encode_batches(encode_enqueue, items, core.max_frame_size, core.next_id, size)
+        frames = encode_batches(
+            encode_enqueue, items, core.max_frame_size, core.next_id, size, item_size, core.max_items
+        )
     except EncodeError:
         good: list[Any] = []
         good_futs: list[Any] = []
@@ -491,7 +513,11 @@ def enqueue_frames(
                 good.append(item)
                 good_futs.append(fut)
         items, futs = good, good_futs
-        frames = encode_batches(encode_enqueue, items, core.max_frame_size, core.next_id, -1) if items else []
+        frames = (
+            encode_batches(encode_enqueue, items, core.max_frame_size, core.next_id, -1, item_size, core.max_items)
+            if items
+            else []
+        )
     whole = len(items)
     return [
         (rid, data, items, futs) if s == 0 and e == whole else (rid, data, items[s:e], futs[s:e])
@@ -526,8 +552,30 @@ class EnqueueBatchBase:
                 return
             self._fail_futures(exc)
         else:
-            self._resolve(results)
+            if not self._retry_items(results):
+                self._resolve(results)
         self.group.one_done()
+
+    def _retry_items(self, results: list[tuple[int, str]]) -> bool:
+        """Resolve what is final and send the retryable rest again later (a cluster's NotLeader)."""
+        again = [i for i, r in enumerate(results) if r[0] != _OK and item_retryable(r[0], r[1])]
+        if not again:
+            return False
+        delay = self.retry.delay(None, time.monotonic())
+        if delay is None:
+            return False
+        keep = set(again)
+        done = [i for i in range(len(results)) if i not in keep]
+        items, futs = self.items, self.futs
+        self.items, self.futs = [items[i] for i in done], [futs[i] for i in done]
+        self._resolve([results[i] for i in done])
+        retry = type(self)(self.client, [items[i] for i in again], [futs[i] for i in again], self.group, 0.0)
+        retry.retry = self.retry
+        self.group.add(1)
+        if not retry._resend_later(delay):
+            retry._fail_futures(item_error(ENQUEUE, items[again[0]], results[again[0]][0], results[again[0]][1]))
+            self.group.one_done()
+        return True
 
     def _resolve(self, results: list[tuple[int, str]]) -> None:
         raise NotImplementedError
@@ -580,7 +628,7 @@ class AckBatch:
 def send_acks(conn: Any, items: list[Any], kind: HotKind, on_done: Callable[[], None]) -> None:
     """Write a consumer's ack/nack batch on ``conn``; ``on_done`` once every frame is answered or failed."""
     core = conn.core
-    frames = encode_batches(kind.encode, items, core.max_frame_size, core.next_id, -1, kind.size_of)
+    frames = encode_batches(kind.encode, items, core.max_frame_size, core.next_id, -1, kind.size_of, core.max_items)
     group = Group(len(frames), on_done)
     for rid, data, s, e in frames:
         waiter = AckBatch(items[s:e], kind, group)

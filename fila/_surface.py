@@ -15,7 +15,7 @@ import inspect
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ._accumulator import Mode, check_mode
@@ -24,10 +24,12 @@ from ._core import (
     DEFAULT_CONSUMER_BUFFER,
     DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_LEADER_CHECK_INTERVAL,
     DEFAULT_RECONNECT_INITIAL,
     DEFAULT_RECONNECT_MAX,
     DEFAULT_REQUEST_TIMEOUT,
     Backoff,
+    Nodes,
     Settings,
 )
 from ._tls import PemInput, make_ssl_context
@@ -43,6 +45,10 @@ _T = TypeVar("_T", bound=type)
 
 class ClientBase:
     """A client for a Fila server at ``addr`` (``"host:port"`` or ``"[v6]:port"``).
+
+    For a cluster, ``addr`` may list several nodes (``"h1:5555,h2:5555"`` or a
+    list): requests use any live one, consumers find and follow each queue's
+    leader, and a node that dies makes way for the next.
 
     TLS: ``tls=True`` verifies the server against the system trust store;
     ``ca_cert`` (PEM bytes, or a path) turns TLS on and replaces that store;
@@ -62,14 +68,20 @@ class ClientBase:
     called with a :class:`~fila.ClientEvent` for each connection lost,
     reconnect, resubscription, leader redirect and consumer giving up (from
     the client's reader thread, or the event loop for ``AsyncClient``; keep it
-    short and non-blocking).
+    short and non-blocking). Cluster options: ``cluster_batching`` (False:
+    on a cluster node each Enqueue/Ack/Nack frame carries one item, because
+    today's servers replicate and forward only a batch's first item; set it
+    once the servers are fixed), ``leader_check_interval`` (how often an idle
+    consumer checks that its node still leads the queue; None: never),
+    ``resubscribe_attempts`` (failed resubscribes in a row before a consumer
+    gives up and its iterator raises; None: never).
     """
 
     _conn: Any
 
     def __init__(
         self,
-        addr: str,
+        addr: str | Sequence[str],
         *,
         tls: bool = False,
         ca_cert: PemInput | None = None,
@@ -86,6 +98,9 @@ class ClientBase:
         reconnect_initial_delay: float = DEFAULT_RECONNECT_INITIAL,
         reconnect_max_delay: float = DEFAULT_RECONNECT_MAX,
         on_event: Callable[[ClientEvent], None] | None = None,
+        cluster_batching: bool = False,
+        leader_check_interval: float | None = DEFAULT_LEADER_CHECK_INTERVAL,
+        resubscribe_attempts: int | None = None,
     ) -> None:
         if on_event is not None and not callable(on_event):
             raise TypeError(f"on_event must be callable, got {type(on_event).__name__}")
@@ -105,13 +120,18 @@ class ClientBase:
             consumer_buffer=consumer_buffer,
             reconnect_initial=reconnect_initial_delay,
             reconnect_max=reconnect_max_delay,
+            cluster_batching=cluster_batching,
+            leader_check_interval=leader_check_interval,
+            resubscribe_attempts=resubscribe_attempts,
         )
+        self._nodes = Nodes(self._origin)
         self._settings = self._origin
         mode: Mode
         mode, self._batch_cap = check_mode(accumulator_mode, max_accumulator_messages)
         self._mode = mode
         self._backoff = Backoff(self._origin.reconnect_initial, self._origin.reconnect_max)
         self._next_attempt = 0.0
+        self._failed_in_round = 0
         self._closed = False
         self._setup()
 
@@ -150,13 +170,26 @@ class ClientBase:
         """How long to wait before the next connection attempt (backoff after a failure)."""
         return min(self._next_attempt - time.monotonic(), self._settings.connect_timeout)
 
-    def _connect_failed(self) -> None:
+    def _connect_failed(self) -> bool:
+        """A connection attempt failed: aim at the next listed node.
+
+        True while that one is still untried in this round (try it now);
+        False once every listed node failed (raise; the next round waits for
+        the backoff).
+        """
+        self._settings = self._nodes.after(self._settings.address)
+        self._failed_in_round += 1
+        if self._failed_in_round < len(self._origin.nodes):
+            return True
+        self._failed_in_round = 0
         self._next_attempt = time.monotonic() + self._backoff.next()
-        self._settings = self._origin  # a redirect target that failed: back to the address given
+        return False
 
     def _connect_succeeded(self, conn: Any) -> None:
+        self._failed_in_round = 0
         self._backoff.reset()
         self._next_attempt = 0.0
+        self._nodes.learned(conn.settings.address, conn.core.node_id)
         self._emit("reconnected" if self._was_connected else "connected", conn.settings.address)
         self._was_connected = True
         conn.core.on_end = lambda cause: self._emit("disconnected", conn.settings.address, None, cause)
@@ -177,7 +210,7 @@ class ClientBase:
 
     def _follow_leader(self, leader_addr: str) -> None:
         """Send later requests to ``leader_addr`` (a NotLeader hint); the current connection is closed."""
-        self._settings = self._origin.redirected(leader_addr)
+        self._settings = self._nodes.at(leader_addr)
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()

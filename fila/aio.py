@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 import weakref
 from collections import deque
@@ -23,7 +24,7 @@ from ._aio_transport import AioConnection, FutureWaiter
 from ._core import Decision, DeliveryBuffer, Retry, Settings, Subscription
 from ._surface import ClientBase, ConsumerBase, twin_of
 from .client import Client, Consumer
-from .errors import ClientClosedError, FilaConnectionError, FilaError, RequestTimeoutError
+from .errors import ClientClosedError, ConnectionLostError, FilaConnectionError, FilaError, RequestTimeoutError
 from .types import (
     MAX_BATCH_MESSAGES,
     AccumulatorMode,
@@ -38,6 +39,8 @@ from .types import (
 )
 
 __all__ = ["AsyncClient", "AsyncConsumer"]
+
+log = logging.getLogger("fila")
 
 
 @twin_of(Client)
@@ -133,11 +136,13 @@ class AsyncClient(ClientBase):
             pause = self._reconnect_pause()
             if pause > 0:
                 await asyncio.sleep(pause)
-            try:
-                conn = await AioConnection.open(self._settings)
-            except FilaConnectionError:
-                self._connect_failed()
-                raise
+            while True:
+                try:
+                    conn = await AioConnection.open(self._settings)
+                    break
+                except FilaConnectionError:
+                    if not self._connect_failed():
+                        raise
             self._connect_succeeded(conn)
             self._conn = conn
             return conn
@@ -170,14 +175,14 @@ class AsyncClient(ClientBase):
         batch = ops.HotBatch(kind, items, self._deadline(timeout))
         while True:
             conn = await self._connection()
-            sent: list[tuple[int, int, int, FutureWaiter]] = []
-            for rid, data, s, e in batch.frames(conn.core):
+            sent: list[tuple[int, list[int], FutureWaiter]] = []
+            for rid, data, part in batch.frames(conn.core):
                 waiter = FutureWaiter(conn.loop.create_future())
                 conn.core.register(rid, waiter)
                 conn.write(data, waiter)
-                sent.append((rid, s, e, waiter))
-            for rid, s, e, waiter in sent:
-                batch.answer(await conn.answer(rid, waiter, batch.deadline - time.monotonic()), s, e)
+                sent.append((rid, part, waiter))
+            for rid, part, waiter in sent:
+                batch.answer(await conn.answer(rid, waiter, batch.deadline - time.monotonic()), part)
             delay = batch.retry_delay()
             if delay is None:
                 return batch.out
@@ -490,7 +495,10 @@ class _AioConsumerState:
         self.client_ref = weakref.ref(client)
         self.settings: Settings = client._settings
         self.queue = queue
-        self.sub = Subscription(client._origin, queue, time.monotonic(), client._emit)
+        self.sub = Subscription(client._nodes, queue, time.monotonic(), client._emit)
+        self.last_delivery = time.monotonic()
+        self.moved_to = 0
+        self.watch: asyncio.Task[Any] | None = None
         self.buffer: DeliveryBuffer[ConsumeMessage] = DeliveryBuffer(capacity)
         self.waiter: asyncio.Future[None] | None = None
         self.flushing = 0
@@ -533,6 +541,8 @@ class _AioConsumerState:
                 raise self.error or ClientClosedError("the consumer was closed while subscribing")
             self.conn = conn
             self.started = True
+            if self.settings.leader_check_interval is not None:
+                self.watch = loop.create_task(self._watch_leader(self.settings.leader_check_interval))
 
     async def _subscribe(self, decision: Decision) -> AioConnection | None:
         """Carry out decisions until subscribed (the connection) or given up / closed (None)."""
@@ -545,6 +555,9 @@ class _AioConsumerState:
                 await asyncio.sleep(decision.delay)
             if self.closed:
                 return None
+            if decision.action == "locate":
+                decision = self.sub.located(await self._leader_id(), time.monotonic())
+                continue
             assert decision.settings is not None
             try:
                 conn = await self._subscribe_at(decision.settings)
@@ -553,7 +566,7 @@ class _AioConsumerState:
             except Exception as exc:
                 decision = self.sub.refused(exc, time.monotonic())
                 continue
-            if self.sub.subscribed():
+            if self.sub.subscribed(conn.core.node_id):
                 return conn
             conn.close()  # the consumer was closed meanwhile
             return None
@@ -582,10 +595,42 @@ class _AioConsumerState:
         self.task = self.loop.create_task(self._resubscribe(cause))
 
     async def _resubscribe(self, cause: BaseException) -> None:
-        self.conn = await self._subscribe(self.sub.lost(cause, time.monotonic()))
+        moved_to, self.moved_to = self.moved_to, 0
+        self.conn = await self._subscribe(self.sub.lost(cause, time.monotonic(), moved_to))
+
+    async def _leader_id(self) -> int:
+        """The queue's leader node id by GetStats on the client's connection (0: unknown)."""
+        client = self.client_ref()
+        try:
+            return 0 if client is None else (await client.get_stats(self.queue)).leader_node_id
+        except FilaError as exc:
+            log.debug("locating the leader of %r failed: %s", self.queue, exc)
+            return 0
+
+    async def _watch_leader(self, interval: float) -> None:
+        """While idle on a cluster node, check every ``interval`` seconds that the node still leads the queue."""
+        while not self.closed:
+            await asyncio.sleep(interval)
+            conn, client = self.conn, self.client_ref()
+            idle_for = time.monotonic() - self.last_delivery
+            if conn is None or conn.dead or client is None or self.buffer.messages:
+                continue
+            if not self.sub.check_due(conn.core.node_id, idle_for):
+                continue
+            try:
+                stats = await client.get_stats(self.queue)
+            except FilaError as exc:
+                log.debug("checking the leader of %r failed: %s", self.queue, exc)
+                continue
+            if self.sub.leader_moved(conn.core.node_id, stats.leader_node_id, stats.depth - stats.in_flight):
+                self.moved_to = stats.leader_node_id
+                conn.die(ConnectionLostError(
+                    f"node {conn.core.node_id} no longer leads {self.queue!r} (node {stats.leader_node_id} does)"
+                ))
 
     def _on_delivery(self, messages: list[ConsumeMessage]) -> None:
         self.buffer.push(messages)
+        self.last_delivery = time.monotonic()
         self._wake()
 
     def _after_receive(self, conn: AioConnection) -> None:
@@ -694,8 +739,9 @@ class _AioConsumerState:
         if conn is not None and not conn.dead:
             conn.write(conn.core.cancel_frame())
             await self.flush(min(self.settings.request_timeout, 10.0))
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        for task in (self.task, self.watch):
+            if task is not None and not task.done():
+                task.cancel()
         conn = self.conn
         if conn is not None:
             conn.close()
@@ -712,8 +758,9 @@ class _AioConsumerState:
             return
 
         def finish() -> None:
-            if self.task is not None and not self.task.done():
-                self.task.cancel()
+            for task in (self.task, self.watch):
+                if task is not None and not task.done():
+                    task.cancel()
             conn.write(conn.core.cancel_frame())
             conn.close()
 

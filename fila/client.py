@@ -9,6 +9,7 @@ module only drives sockets and threads.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -46,6 +47,8 @@ from .types import (
 )
 
 __all__ = ["Client", "Consumer"]
+
+log = logging.getLogger("fila")
 
 
 class Client(ClientBase):
@@ -119,12 +122,14 @@ class Client(ClientBase):
             pause = self._reconnect_pause()
             if pause > 0:
                 time.sleep(pause)
-            conn = SyncConnection(self._settings)
-            try:
-                conn.open()
-            except FilaConnectionError:
-                self._connect_failed()
-                raise
+            while True:
+                conn = SyncConnection(self._settings)
+                try:
+                    conn.open()
+                    break
+                except FilaConnectionError:
+                    if not self._connect_failed():
+                        raise
             self._connect_succeeded(conn)
             conn.start("fila-reader")
             self._conn = conn
@@ -155,14 +160,14 @@ class Client(ClientBase):
         batch = ops.HotBatch(kind, items, self._deadline(timeout))
         while True:
             conn = self._connection()
-            sent: list[tuple[int, int, int, BlockingWaiter]] = []
-            for rid, data, s, e in batch.frames(conn.core):
+            sent: list[tuple[int, list[int], BlockingWaiter]] = []
+            for rid, data, part in batch.frames(conn.core):
                 waiter = BlockingWaiter()
                 conn.core.register(rid, waiter)
                 conn.write(data, waiter)
-                sent.append((rid, s, e, waiter))
-            for rid, s, e, waiter in sent:
-                batch.answer(conn.wait_answer(rid, waiter, batch.deadline), s, e)
+                sent.append((rid, part, waiter))
+            for rid, part, waiter in sent:
+                batch.answer(conn.wait_answer(rid, waiter, batch.deadline), part)
             delay = batch.retry_delay()
             if delay is None:
                 return batch.out
@@ -502,7 +507,9 @@ class _ConsumerState:
         self.settings: Settings = client._settings
         self.timers = client._timers
         self.queue = queue
-        self.sub = Subscription(client._origin, queue, time.monotonic(), client._emit)
+        self.sub = Subscription(client._nodes, queue, time.monotonic(), client._emit)
+        self.last_delivery = time.monotonic()
+        self.moved_to = 0
         self.buffer: DeliveryBuffer[ConsumeMessage] = DeliveryBuffer(capacity)
         self.cond = threading.Condition(threading.Lock())
         self.waiting = 0
@@ -529,6 +536,7 @@ class _ConsumerState:
         self.conn = conn
         self.thread = threading.Thread(target=self._run, name=f"fila-consumer-{self.queue}", daemon=True)
         self.thread.start()
+        self._schedule_leader_check()
 
     def _subscribe(self, decision: Decision) -> SyncConnection | None:
         """Carry out decisions until subscribed (the connection) or given up / closed (None)."""
@@ -542,13 +550,16 @@ class _ConsumerState:
                 return None
             if self.closed:
                 return None
+            if decision.action == "locate":
+                decision = self.sub.located(self._leader_id(), time.monotonic())
+                continue
             assert decision.settings is not None
             try:
                 conn = self._subscribe_at(decision.settings)
             except Exception as exc:
                 decision = self.sub.refused(exc, time.monotonic())
             else:
-                if self.sub.subscribed():
+                if self.sub.subscribed(conn.core.node_id):
                     return conn
                 conn.close()  # the consumer was closed meanwhile
                 return None
@@ -576,12 +587,54 @@ class _ConsumerState:
             if self.closed:
                 return
             cause = conn.core.dead or ConnectionLostError("the connection ended")
-            self.conn = conn = self._subscribe(self.sub.lost(cause, time.monotonic()))
+            moved_to, self.moved_to = self.moved_to, 0
+            self.conn = conn = self._subscribe(self.sub.lost(cause, time.monotonic(), moved_to))
+
+    # ------------------------------------------------------- the leader
+
+    def _leader_id(self) -> int:
+        """The queue's leader node id by GetStats on the client's connection (0: unknown)."""
+        client = self.client_ref()
+        try:
+            return 0 if client is None else client.get_stats(self.queue).leader_node_id
+        except FilaError as exc:
+            log.debug("locating the leader of %r failed: %s", self.queue, exc)
+            return 0
+
+    def _schedule_leader_check(self) -> None:
+        interval = self.settings.leader_check_interval
+        if interval is not None and not self.closed:
+            self.timers.call_later(interval, self._leader_check_due)
+
+    def _leader_check_due(self) -> None:
+        conn = self.conn
+        idle_for = time.monotonic() - self.last_delivery
+        if conn is None or conn.dead or not self.sub.check_due(conn.core.node_id, idle_for) or self.buffer.messages:
+            self._schedule_leader_check()
+            return
+        # GetStats blocks: not on the timers thread.
+        threading.Thread(target=self._check_leader, args=(conn,), name="fila-leader-check", daemon=True).start()
+
+    def _check_leader(self, conn: SyncConnection) -> None:
+        client = self.client_ref()
+        try:
+            if client is not None:
+                stats = client.get_stats(self.queue)
+                if self.sub.leader_moved(conn.core.node_id, stats.leader_node_id, stats.depth - stats.in_flight):
+                    self.moved_to = stats.leader_node_id
+                    conn.die(ConnectionLostError(
+                        f"node {conn.core.node_id} no longer leads {self.queue!r} (node {stats.leader_node_id} does)"
+                    ))
+        except FilaError as exc:
+            log.debug("checking the leader of %r failed: %s", self.queue, exc)
+        finally:
+            self._schedule_leader_check()
 
     # ------------------------------------------------------- reader side
 
     def _on_delivery(self, messages: list[ConsumeMessage]) -> None:
         self.buffer.push(messages)
+        self.last_delivery = time.monotonic()
         if self.waiting:
             with self.cond:
                 self.cond.notify()

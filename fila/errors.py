@@ -99,6 +99,9 @@ class FilaError(Exception):
     """
 
     code: int | None = None
+    #: Whether the server may have acted on the request although it failed
+    #: (a connection lost after sending it, or a cluster forward that broke).
+    may_have_been_applied: bool = False
 
     def __init__(self, message: str = "", *, metadata: Mapping[str, str] | None = None, text: str | None = None):
         super().__init__(message if text is None else text)
@@ -434,7 +437,10 @@ def error_for_code(
     shown = message or DESCRIPTIONS.get(known, f"error code 0x{code:02x}")
     text = f"{context}: {shown}" if context else shown
     if cls is InternalServerError:
-        return InternalServerError(message, metadata=metadata, text=_protocol_text(code, text), code=code)
+        exc = InternalServerError(message, metadata=metadata, text=_protocol_text(code, text), code=code)
+        # A cluster node lost the forwarded request's answer: it may have been applied.
+        exc.may_have_been_applied = "connection closed" in message
+        return exc
     if issubclass(cls, ProtocolError):
         text = _protocol_text(code, text)
     return cls(message, metadata=metadata, text=text)
