@@ -15,10 +15,9 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-from ._core import DISCONNECT_FRAME, ConnectionCore, Keepalive, Settings
+from ._core import DISCONNECT_FRAME, ConnectionCore, Keepalive, Settings, connect_failure
 from ._quickack import quickack
 from .errors import (
-    ConnectError,
     ConnectionLostError,
     DecodeError,
     FilaConnectionError,
@@ -106,28 +105,13 @@ class AioConnection(asyncio.Protocol):
         except FilaError as exc:
             conn.abort()
             if conn.malformed is not None:
-                hint = "" if tls else " (is the server expecting TLS? pass tls=True or ca_cert=...)"
-                raise ConnectError(
-                    f"{settings.address} did not answer the handshake with FIBP: {conn.malformed}{hint}"
-                ) from exc
+                raise connect_failure(settings.address, conn.malformed, tls, settings.connect_timeout) from exc
             if isinstance(exc, FilaConnectionError) and "closed the connection" in str(exc):
-                raise ConnectError(f"cannot connect to {settings.address}: {exc}{_tls_hint(tls)}") from exc
+                raise connect_failure(settings.address, exc, tls, settings.connect_timeout) from exc
             raise
-        except asyncio.TimeoutError:
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
             conn.abort()
-            raise ConnectError(
-                f"timed out connecting to {settings.address} (connect_timeout={settings.connect_timeout}s)"
-                + ("" if tls else "; is the server expecting TLS?")
-            ) from None
-        except ssl.SSLError as exc:
-            conn.abort()
-            raise ConnectError(
-                f"cannot connect to {settings.address}: {exc} (TLS handshake failed: check ca_cert, the server's "
-                "hostname, and client_cert/client_key for mTLS)"
-            ) from exc
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            conn.abort()
-            raise ConnectError(f"cannot connect to {settings.address}: {exc}") from exc
+            raise connect_failure(settings.address, exc, tls, settings.connect_timeout) from exc
         except BaseException:
             conn.abort()
             raise
@@ -264,9 +248,3 @@ class AioConnection(asyncio.Protocol):
         if self.reading_paused and self.transport is not None and not self.dead:
             self.reading_paused = False
             self.transport.resume_reading()
-
-
-def _tls_hint(tls: bool) -> str:
-    if tls:
-        return " (the server closed the connection during TLS: does it require a client certificate?)"
-    return " (the server closed the connection: is it expecting TLS? pass tls=True or ca_cert=...)"

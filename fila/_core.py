@@ -32,7 +32,9 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 from .errors import (
     ChannelFullError,
     ClientClosedError,
+    ConnectError,
     ConnectionLostError,
+    DecodeError,
     FilaConnectionError,
     FilaError,
     InternalServerError,
@@ -162,6 +164,11 @@ def parse_addresses(addr: str | Sequence[str]) -> list[str]:
     return [format_address(*parse_address(a)) for a in parts]
 
 
+def _positive_number(value: object) -> bool:
+    """A number of seconds above 0 (a bool is not one)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+
+
 class Settings:
     """Everything needed to open a connection; shared by a client and its consumers.
 
@@ -215,13 +222,13 @@ class Settings:
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        if keepalive_interval is not None and not keepalive_interval > 0:
+        if keepalive_interval is not None and not _positive_number(keepalive_interval):
             raise ValueError(
                 f"keepalive_interval must be a positive number of seconds or None, got {keepalive_interval!r}"
             )
         if isinstance(consumer_buffer, bool) or not (isinstance(consumer_buffer, int) and consumer_buffer > 0):
             raise ValueError(f"consumer_buffer must be a positive int, got {consumer_buffer!r}")
-        if leader_check_interval is not None and not leader_check_interval > 0:
+        if leader_check_interval is not None and not _positive_number(leader_check_interval):
             raise ValueError(f"leader_check_interval must be positive or None, got {leader_check_interval!r}")
         attempts = resubscribe_attempts
         if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
@@ -561,6 +568,36 @@ def error_from_frame(payload: bytes, context: str = "") -> FilaError:
     return error_for_code(body["error_code"], body["message"], body["metadata"], context=context)
 
 
+def connect_failure(address: str, exc: BaseException, tls: bool, connect_timeout: float) -> ConnectError:
+    """The :class:`ConnectError` for a failed connect / TLS / handshake, with what to check.
+
+    A TLS mismatch shows up as a reset, a close or bytes that are not FIBP;
+    the message says so rather than leaving the user to guess.
+    """
+    if isinstance(exc, TimeoutError):
+        text = f"timed out connecting to {address} (connect_timeout={connect_timeout}s)"
+        hint = "" if tls else "; is the server expecting TLS?"
+    elif isinstance(exc, DecodeError):
+        text = f"{address} did not answer the handshake with FIBP: {exc}"
+        hint = "" if tls else " (is the server expecting TLS? enable TLS in the client)"
+    else:
+        text = f"cannot connect to {address}: {exc}"
+        hint = ""
+        if isinstance(exc, ssl.SSLError):
+            hint = (
+                " (TLS handshake failed: check the CA certificate, the server's hostname,"
+                " and for mTLS the client certificate and key)"
+            )
+        elif isinstance(exc, (ConnectionResetError, BrokenPipeError)) or "closed the connection" in str(exc):
+            if tls:
+                hint = " (the server closed the connection during TLS: does it require a client certificate?)"
+            else:
+                hint = " (the server closed the connection: is it expecting TLS? enable TLS in the client)"
+    err = ConnectError(text + hint)
+    err.__cause__ = exc
+    return err
+
+
 # ----------------------------------------------------------------- keepalive
 
 
@@ -878,8 +915,9 @@ _M = TypeVar("_M")
 class DeliveryBuffer(Generic[_M]):
     """A consumer's received messages, bounded: reading stops when it is full and resumes at half.
 
-    ``push`` returns True when the driver must stop reading; ``pop`` returns
-    the message and whether reading must resume.
+    ``push`` returns True when the driver must stop reading (it then sets
+    ``paused``); after taking from ``messages``, ``should_resume`` says
+    whether reading must resume.
     """
 
     __slots__ = ("capacity", "low", "messages", "paused")

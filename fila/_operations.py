@@ -373,7 +373,9 @@ def enqueue_results(items: list[Any], outcomes: list[Any]) -> list[EnqueueResult
             else:
                 append(EnqueueResult.failed(item_error(ENQUEUE, item, code, mid)))
         else:
-            append(EnqueueResult.failed(out))
+            # The whole request failed (Error frame such as Forbidden, malformed answer): it raises,
+            # as in 0.3.0; only per-message failures become results.
+            raise out
     return result
 
 
@@ -601,13 +603,15 @@ class EnqueueBatchBase:
 class AckBatch:
     """Waiter of one Ack/Nack frame a consumer sent: failures are logged (the message comes back later)."""
 
-    __slots__ = ("group", "items", "kind", "sent")
+    __slots__ = ("cluster", "group", "items", "kind", "sent")
 
-    def __init__(self, items: list[Any], kind: HotKind, group: Group) -> None:
+    def __init__(self, items: list[Any], kind: HotKind, group: Group, cluster: bool = False) -> None:
         self.items = items
         self.kind = kind
         self.group = group
         self.sent = False
+        # A cluster leader answers MessageNotFound to acks that do take effect (README: known server issues).
+        self.cluster = cluster
 
     def complete(self, frame: Any) -> None:
         try:
@@ -617,7 +621,8 @@ class AckBatch:
         else:
             for item, code in zip(self.items, codes, strict=True):
                 if code:
-                    log.warning("%s", item_error(self.kind, item, code))
+                    quiet = self.cluster and code == ErrorCode.MESSAGE_NOT_FOUND
+                    log.log(logging.DEBUG if quiet else logging.WARNING, "%s", item_error(self.kind, item, code))
         self.group.one_done()
 
     def fail(self, exc: BaseException) -> None:
@@ -631,7 +636,7 @@ def send_acks(conn: Any, items: list[Any], kind: HotKind, on_done: Callable[[], 
     frames = encode_batches(kind.encode, items, core.max_frame_size, core.next_id, -1, kind.size_of, core.max_items)
     group = Group(len(frames), on_done)
     for rid, data, s, e in frames:
-        waiter = AckBatch(items[s:e], kind, group)
+        waiter = AckBatch(items[s:e], kind, group, bool(core.node_id))
         core.register(rid, waiter)
         conn.write(data, waiter)
 

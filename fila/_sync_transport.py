@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._core import DISCONNECT_FRAME, ConnectionCore, Keepalive, Settings
+from ._core import DISCONNECT_FRAME, ConnectionCore, Keepalive, Settings, connect_failure
 from ._quickack import quickack
 from .errors import ConnectError, ConnectionLostError, DecodeError, FilaError, ProtocolError, RequestTimeoutError
 
@@ -235,21 +235,12 @@ class SyncConnection:
             self.pump(waiter, deadline)
             self.core.accept_handshake(waiter.frame)
             sock.settimeout(None)
-        except DecodeError as exc:
+        except (DecodeError, OSError, ssl.SSLError) as exc:
             self._abort()
-            hint = "" if tls else " (is the server expecting TLS? pass tls=True or ca_cert=...)"
-            raise ConnectError(f"{s.address} did not answer the handshake with FIBP: {exc}{hint}") from exc
+            raise connect_failure(s.address, exc, tls, s.connect_timeout) from exc
         except FilaError:
             self._abort()
             raise
-        except (OSError, ssl.SSLError) as exc:
-            self._abort()
-            if isinstance(exc, socket.timeout):
-                raise ConnectError(
-                    f"timed out connecting to {s.address} (connect_timeout={s.connect_timeout}s)"
-                    + ("" if tls else "; is the server expecting TLS?")
-                ) from exc
-            raise ConnectError(f"cannot connect to {s.address}: {exc}{_tls_hint(exc, tls)}") from exc
         except BaseException:
             self._abort()
             raise
@@ -269,6 +260,9 @@ class SyncConnection:
             if self._rearm is not None:
                 self._rearm()
             self.core.receive(data)
+        # No read timeout may outlive the wait: the reader thread blocks on this socket next,
+        # and a connection idle longer than the timeout is healthy.
+        self._sock.settimeout(None)
         if waiter.error is not None:
             raise waiter.error
 
@@ -302,13 +296,15 @@ class SyncConnection:
                 while q:
                     batch = q[:]
                     del q[: len(batch)]
+                    # Marked before sending: the reader may see the answer (or the connection end)
+                    # before sendall returns, and from here on the server may act on the request.
+                    for _, w in batch:
+                        if w is not None:
+                            w.sent = True
                     if len(batch) == 1:
                         self._io.sendall(batch[0][0])
                     else:
                         self._io.sendall(b"".join([b[0] for b in batch]))
-                    for _, w in batch:
-                        if w is not None:
-                            w.sent = True
             except (OSError, ssl.SSLError, ValueError) as exc:
                 del q[:]
                 lock.release()
@@ -445,14 +441,3 @@ class _Poller:
             return bool(self._poll.poll(timeout * 1000.0))
         r, _, _ = select.select([self._fd], [], [], timeout)  # pragma: no cover
         return bool(r)  # pragma: no cover
-
-
-def _tls_hint(exc: BaseException, tls: bool) -> str:
-    """What to check when a connection attempt failed in a way a TLS mismatch causes."""
-    if isinstance(exc, ssl.SSLError):
-        return " (TLS handshake failed: check ca_cert, the server's hostname, and client_cert/client_key for mTLS)"
-    if isinstance(exc, (ConnectionResetError, BrokenPipeError)) or "closed the connection" in str(exc):
-        if tls:
-            return " (the server closed the connection during TLS: does it require a client certificate?)"
-        return " (the server closed the connection: is it expecting TLS? pass tls=True or ca_cert=...)"
-    return ""
