@@ -1,258 +1,235 @@
-"""End-to-end client benchmarks against a ``python -m fila.testing`` broker in another process.
+"""End-to-end client benchmarks, on the engine of ``fila-py bench`` (:mod:`fila._bench`).
 
     python benchmarks/bench_e2e.py [--messages 100000] [--size 64]
+    python benchmarks/bench_e2e.py --addr HOST:PORT [--api-key KEY]   # any server
+    python benchmarks/bench_e2e.py --async                             # asyncio rows only (--sync: sync rows only)
 
-Starts one broker process, then runs the client side once per codec twin, each
-in a subprocess of its own (``FILA_NO_EXTENSIONS`` set for the pure twin), and
-prints a markdown table. Reported per scenario: throughput (messages per
-second of wall time) and **client CPU per message** (process time of the
-client process — every thread — divided by the messages). Numbers only;
-nothing here asserts on time.
+Without ``--addr`` it starts one ``python -m fila.testing`` broker in a child
+process. Then it runs the client side once per codec twin, each in a
+subprocess of its own (``FILA_NO_EXTENSIONS=1`` for the pure twin), and prints
+a markdown table. Reported per scenario: throughput (messages per second of
+wall time) and **client CPU per message** (process time of the client process
+— every thread — divided by the messages; the broker is another process).
+Numbers only; nothing here asserts on time.
 
-Scenarios: produce with ``enqueue_nowait`` + AUTO batching (sync and asyncio; for asyncio
-also awaiting every future with ``asyncio.gather``, whose own cost is then included),
-produce with ``enqueue_many`` (batches of 1000), consume with batched acks
-(``Consumer.ack``), and enqueue→delivery latency p50/p99 at a fixed rate.
+Scenarios, for ``Client`` (sync) and ``AsyncClient``:
+
+* consume + ack (``consumer.ack``), until every ack is answered;
+* produce with ``enqueue_nowait`` + AUTO accumulation, then ``flush()``
+  (asyncio also: awaiting every future with ``asyncio.gather``, whose own cost
+  is then included);
+* produce with ``enqueue_many`` (batches of 1000);
+* enqueue→delivery latency p50/p99/p99.9 at a fixed rate (500 msg/s), in a
+  paced phase of its own: the consumer blocks in ``get(timeout=…)`` (sync) or
+  iterates (``async for``) and acks with ``consumer.ack``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
 
+from fila import _bench  # noqa: E402
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+WARMUP = 2000
+MODES = ("sync", "async")
+TWINS = {"cython": "0", "python": "1"}  # FILA_NO_EXTENSIONS per twin
 
 
 # ------------------------------------------------------------ client side
 
 
-def _measure(fn: Any, n: int) -> dict[str, float]:
-    c0 = time.process_time()
-    w0 = time.perf_counter()
-    fn()
-    w1 = time.perf_counter()
-    c1 = time.process_time()
-    return {"rate": n / (w1 - w0), "cpu_us": (c1 - c0) / n * 1e6}
+def _record(phase: _bench.Phase) -> dict[str, float]:
+    return {"rate": phase.rate, "cpu_us": phase.cpu_us_per_msg}
 
 
-def client_main(addr: str, n: int, size: int, latency_rate: float, latency_seconds: float) -> dict[str, Any]:
+def _latency(lat: _bench.Latency) -> dict[str, float]:
+    return {"rate": lat.rate, "p50_ms": lat.p50_ms, "p99_ms": lat.p99_ms, "p999_ms": lat.p999_ms, "n": lat.messages}
+
+
+def client_main(
+    addr: str,
+    n: int,
+    size: int,
+    latency_rate: float,
+    latency_seconds: float,
+    modes: Sequence[str] = MODES,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every scenario of ``modes`` against ``addr``; one JSON-able dict of results."""
     import fila
-    from fila import AsyncClient, Client
 
+    opts = {"request_timeout": 120.0, **(options or {})}
     payload = b"x" * size
+    count = max(1, int(latency_rate * latency_seconds))
+    interval = 1.0 / latency_rate
     out: dict[str, Any] = {"codec": fila.CODEC_IMPLEMENTATION}
-    run_id = f"{os.getpid()}"
+    with contextlib.ExitStack() as stack:
 
-    with Client(addr, request_timeout=120) as c:
-        q_nowait, q_many, q_async, q_lat = (f"{p}-{run_id}" for p in ("nowait", "many", "async", "lat"))
-        for q in (q_nowait, q_many, q_async, q_lat):
-            c.create_queue(q)
+        def queue(prefix: str) -> str:
+            return stack.enter_context(_bench.scratch_queue(addr, opts, prefix=f"bench-e2e-{prefix}"))
 
-        # warm-up (connections, code paths)
-        for f in [c.enqueue_nowait(q_nowait, payload) for _ in range(2000)]:
-            f.result(60)
+        if "sync" in modes:
+            q, q_many, q_lat = queue("nowait"), queue("many"), queue("lat")
+            _bench.produce_nowait(addr, q, WARMUP, payload, options=opts)  # warm-up: connections, code paths
+            _bench.consume_ack(addr, q, WARMUP, options=opts)
+            out["produce_nowait"] = _record(_bench.produce_nowait(addr, q, n, payload, options=opts))
+            out["consume_ack"] = _record(_bench.consume_ack(addr, q, n, options=opts))
+            out["produce_many"] = _record(_bench.produce_many(addr, q_many, n, payload, options=opts))
+            out["latency"] = _latency(_bench.latency(addr, q_lat, count, interval, payload, options=opts))
+        if "async" in modes:
+            q, q_gather, q_many, q_lat = queue("async"), queue("gather"), queue("async-many"), queue("async-lat")
 
-        def produce_nowait() -> None:
-            futs = [c.enqueue_nowait(q_nowait, payload) for _ in range(n)]
-            c.flush(120)
-            futs[-1].result(120)
+            async def run_async() -> None:
+                await _bench.produce_nowait_async(addr, q, WARMUP, payload, options=opts)
+                await _bench.consume_ack_async(addr, q, WARMUP, options=opts)
+                phase = await _bench.produce_nowait_async(addr, q, n, payload, options=opts)
+                out["produce_async_nowait"] = _record(phase)
+                out["consume_ack_async"] = _record(await _bench.consume_ack_async(addr, q, n, options=opts))
+                phase = await _bench.produce_nowait_async(addr, q_gather, n, payload, gather=True, options=opts)
+                out["produce_async_gather"] = _record(phase)
+                out["produce_async_many"] = _record(
+                    await _bench.produce_many_async(addr, q_many, n, payload, options=opts)
+                )
+                lat = await _bench.latency_async(addr, q_lat, count, interval, payload, options=opts)
+                out["latency_async"] = _latency(lat)
 
-        out["produce_nowait"] = _measure(produce_nowait, n)
-
-        batch = [(q_many, payload)] * 1000
-
-        def produce_many() -> None:
-            for _ in range(n // 1000):
-                c.enqueue_many(batch)
-
-        out["produce_many"] = _measure(produce_many, n // 1000 * 1000)
-
-        async def produce_async() -> None:
-            async with AsyncClient(addr, request_timeout=120) as ac:
-                for f in [ac.enqueue_nowait(q_async, payload) for _ in range(2000)]:
-                    await f
-                # Like the sync scenario: submit, flush (every future resolved), take the last.
-                c0 = time.process_time()
-                w0 = time.perf_counter()
-                futs = [ac.enqueue_nowait(q_async, payload) for _ in range(n)]
-                await ac.flush(120)
-                await futs[-1]
-                out["produce_async_nowait"] = {
-                    "rate": n / (time.perf_counter() - w0),
-                    "cpu_us": (time.process_time() - c0) / n * 1e6,
-                }
-                # The same, awaiting every future with asyncio.gather: gather's own per-future
-                # callbacks (about as much CPU as the client itself) are in this number.
-                c0 = time.process_time()
-                w0 = time.perf_counter()
-                futs = [ac.enqueue_nowait(q_async, payload) for _ in range(n)]
-                await asyncio.gather(*futs)
-                out["produce_async_gather"] = {
-                    "rate": n / (time.perf_counter() - w0),
-                    "cpu_us": (time.process_time() - c0) / n * 1e6,
-                }
-
-        asyncio.run(produce_async())
-
-        # consume + ack what produce_nowait stored (n + the warm-up)
-        total = n + 2000
-
-        def consume() -> None:
-            got = 0
-            with c.consume(q_nowait) as consumer:
-                while got < total:
-                    m = consumer.get(timeout=30)
-                    if m is None:
-                        raise RuntimeError(f"consumer stalled after {got} messages")
-                    consumer.ack(m)
-                    got += 1
-                consumer.flush(60)
-
-        out["consume_ack"] = _measure(consume, total)
-
-        # latency at a fixed moderate rate
-        lat: list[float] = []
-        count = int(latency_rate * latency_seconds)
-        with c.consume(q_lat) as consumer:
-            interval = 1.0 / latency_rate
-            start = time.perf_counter()
-            sent = 0
-            while sent < count or len(lat) < count:
-                now = time.perf_counter()
-                if sent < count and now >= start + sent * interval:
-                    c.enqueue_nowait(q_lat, b"%.9f" % now + payload[: max(0, size - 20)])
-                    sent += 1
-                    continue
-                m = consumer.get(timeout=0 if sent < count else 10)
-                if m is not None:
-                    lat.append(time.perf_counter() - float(m.payload[:20].split(b"x")[0]))
-                    consumer.ack(m)
-                elif sent >= count:
-                    break
-        lat.sort()
-        if lat:
-            out["latency"] = {
-                "rate": latency_rate,
-                "p50_ms": lat[len(lat) // 2] * 1e3,
-                "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
-                "n": len(lat),
-            }
+            asyncio.run(run_async())
     return out
 
 
 # ------------------------------------------------------------ runner side
 
 
+@contextlib.contextmanager
+def _server(addr: str | None, broker_args: Sequence[str]) -> Iterator[str]:
+    if addr:
+        yield addr
+    else:
+        with _bench.embedded_broker(broker_args) as embedded:
+            yield embedded
+
+
 def run_all(
-    n: int, size: int, latency_rate: float, latency_seconds: float, broker_args: list[str]
+    n: int,
+    size: int,
+    latency_rate: float,
+    latency_seconds: float,
+    broker_args: Sequence[str] = (),
+    *,
+    addr: str | None = None,
+    modes: Sequence[str] = MODES,
+    twins: Sequence[str] = tuple(TWINS),
+    api_key: str | None = None,
 ) -> list[dict[str, Any]]:
-    port = _free_port()
+    """Run the client side once per twin, each in its own process, against ``addr`` or an embedded broker."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    broker = subprocess.Popen(
-        [sys.executable, "-m", "fila.testing", "--port", str(port), *broker_args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or broker.poll() is not None:
-                    raise RuntimeError("the broker did not start") from None
-                time.sleep(0.05)
-        results = []
-        for twin_env in ({"FILA_NO_EXTENSIONS": "0"}, {"FILA_NO_EXTENSIONS": "1"}):
+    if api_key:
+        env["FILA_API_KEY"] = api_key
+    results = []
+    with _server(addr, broker_args) as server:
+        for twin in twins:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--client",
+                server,
+                "--messages",
+                str(n),
+                "--size",
+                str(size),
+                "--latency-rate",
+                str(latency_rate),
+                "--latency-seconds",
+                str(latency_seconds),
+            ]
+            if list(modes) != list(MODES):
+                cmd.append(f"--{modes[0]}")
             proc = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--client",
-                    f"127.0.0.1:{port}",
-                    "--messages",
-                    str(n),
-                    "--size",
-                    str(size),
-                    "--latency-rate",
-                    str(latency_rate),
-                    "--latency-seconds",
-                    str(latency_seconds),
-                ],
-                env=dict(env, **twin_env),
-                capture_output=True,
-                text=True,
-                timeout=1800,
+                cmd, env=dict(env, FILA_NO_EXTENSIONS=TWINS[twin]), capture_output=True, text=True, timeout=1800
             )
             if proc.returncode != 0:
-                raise RuntimeError(f"client run failed:\n{proc.stderr}")
+                raise RuntimeError(f"client run ({twin} twin) failed:\n{proc.stderr}")
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        return results
-    finally:
-        broker.terminate()
-        try:
-            broker.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            broker.kill()
+    return results
+
+
+ROWS = [
+    ("consume + ack, `consumer.ack` (sync)", "consume_ack"),
+    ("consume + ack, `consumer.ack` (asyncio)", "consume_ack_async"),
+    ("produce, `enqueue_nowait` + AUTO, then `flush()` (sync)", "produce_nowait"),
+    ("produce, `enqueue_nowait` + AUTO, then `flush()` (asyncio)", "produce_async_nowait"),
+    ("produce, `enqueue_nowait` + AUTO, then `asyncio.gather(*futures)` (asyncio)", "produce_async_gather"),
+    ("produce, `enqueue_many` ×1000 (sync)", "produce_many"),
+    ("produce, `enqueue_many` ×1000 (asyncio)", "produce_async_many"),
+]
+LATENCY_ROWS = [("sync consumer", "latency"), ("AsyncClient consumer", "latency_async")]
 
 
 def table(results: list[dict[str, Any]], size: int) -> str:
-    rows = [
-        ("produce, `enqueue_nowait` + AUTO (sync)", "produce_nowait"),
-        ("produce, `enqueue_nowait` + AUTO (asyncio)", "produce_async_nowait"),
-        ("produce, `enqueue_nowait` + AUTO (asyncio), `await asyncio.gather(*futures)`", "produce_async_gather"),
-        ("produce, `enqueue_many` ×1000 (sync)", "produce_many"),
-        ("consume + batched ack (sync)", "consume_ack"),
-    ]
+    """A markdown table: one row per scenario that ran, two columns (msg/s, client CPU µs/msg) per twin."""
     head = (
         f"| scenario ({size} B payloads) | "
-        + " | ".join(f"{r['codec']}: msg/s | {r['codec']}: client CPU µs/msg" for r in results)
+        + " | ".join(f"{r['codec']} msg/s | {r['codec']} client CPU µs/msg" for r in results)
         + " |"
     )
     lines = [head, "|---" + "|---:" * (2 * len(results)) + "|"]
-    for label, key in rows:
+    for label, key in ROWS:
+        if not any(key in r for r in results):
+            continue
         cells = []
         for r in results:
             m = r.get(key)
             cells += [f"{m['rate']:,.0f}", f"{m['cpu_us']:.2f}"] if m else ["–", "–"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lat = [r.get("latency") for r in results]
-    if all(lat):
+    for label, key in LATENCY_ROWS:
+        lat = [r.get(key) for r in results]
+        if not any(lat):
+            continue
+        rate = next(m["rate"] for m in lat if m)
         cells = []
         for m in lat:
-            assert m is not None
-            cells += [f"p50 {m['p50_ms']:.2f} ms", f"p99 {m['p99_ms']:.2f} ms"]
-        lines.append(f"| enqueue→delivery latency at {lat[0]['rate']:.0f} msg/s | " + " | ".join(cells) + " |")  # type: ignore[index]
+            cells += (
+                [f"p50 {m['p50_ms']:.2f} · p99 {m['p99_ms']:.2f} · p99.9 {m['p999_ms']:.2f} ms", ""] if m else ["–", ""]
+            )
+        lines.append(f"| enqueue→delivery at {rate:.0f} msg/s, {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=100_000)
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--latency-rate", type=float, default=500.0)
-    ap.add_argument("--latency-seconds", type=float, default=4.0)
-    ap.add_argument("--delivery-batch-size", type=int, default=1, help="broker option (1 = like the real server)")
+    ap.add_argument("--size", type=int, default=64, help="payload bytes (default 64)")
+    ap.add_argument("--addr", metavar="HOST:PORT", help="benchmark this server (default: an embedded fila.testing)")
+    ap.add_argument("--api-key", default=os.environ.get("FILA_API_KEY"), help="API key for --addr")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--sync", action="store_true", help="only the Client (sync) scenarios")
+    mode.add_argument("--async", dest="use_async", action="store_true", help="only the AsyncClient scenarios")
+    ap.add_argument("--twin", choices=("both", *TWINS), default="both", help="codec twin(s) to run (default both)")
+    ap.add_argument("--latency-rate", type=float, default=500.0, help="msg/s in the latency phase (default 500)")
+    ap.add_argument("--latency-seconds", type=float, default=4.0, help="length of the latency phase (default 4)")
+    ap.add_argument("--delivery-batch-size", type=int, default=1, help="embedded broker option (1 = like the server)")
+    ap.add_argument("--json", action="store_true", help="print the raw results instead of the table")
     ap.add_argument("--client", metavar="ADDR", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    modes = ("sync",) if args.sync else ("async",) if args.use_async else MODES
     if args.client:
-        res = client_main(args.client, args.messages, args.size, args.latency_rate, args.latency_seconds)
+        options = {"api_key": os.environ.get("FILA_API_KEY") or None}
+        res = client_main(
+            args.client, args.messages, args.size, args.latency_rate, args.latency_seconds, modes, options
+        )
         print(json.dumps(res))
         return
     results = run_all(
@@ -261,8 +238,12 @@ def main(argv: list[str] | None = None) -> None:
         args.latency_rate,
         args.latency_seconds,
         ["--delivery-batch-size", str(args.delivery_batch_size)],
+        addr=args.addr,
+        modes=modes,
+        twins=tuple(TWINS) if args.twin == "both" else (args.twin,),
+        api_key=args.api_key,
     )
-    print(table(results, args.size))
+    print(json.dumps(results, indent=1) if args.json else table(results, args.size))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""``python -m fila``: the demo (see :mod:`fila.demo`)."""
+"""``python -m fila``: the command line, the same as the ``fila-py`` console script (see :mod:`fila.cli`)."""
 
-from .demo import main
+from .cli import main
 
-raise SystemExit(main())
+raise SystemExit(main(prog="python -m fila"))
