@@ -362,20 +362,23 @@ def ack_errors(kind: HotKind, items: list[Any], outcomes: list[Any]) -> list[Fil
 
 
 def enqueue_results(items: list[Any], outcomes: list[Any]) -> list[EnqueueResult]:
-    """Per-message results of enqueue_many from ``(code, id_or_text)`` items or exceptions."""
+    """Per-message results of enqueue_many from ``(code, id_or_text)`` items or exceptions.
+
+    A request refused as a whole (an Error frame such as Forbidden) raises,
+    as in 0.3.0 — unless it was one frame of several and others were stored:
+    then every message keeps its own result, so no stored id is hidden.
+    """
+    if outcomes and all(type(out) is not tuple for out in outcomes):
+        raise outcomes[0]
     result: list[EnqueueResult] = []
     append = result.append
     for item, out in zip(items, outcomes, strict=True):
-        if type(out) is tuple:
-            code, mid = out
-            if code == _OK:
-                append(EnqueueResult(mid, None))
-            else:
-                append(EnqueueResult.failed(item_error(ENQUEUE, item, code, mid)))
+        if type(out) is not tuple:
+            append(EnqueueResult.failed(out))
+        elif out[0] == _OK:
+            append(EnqueueResult(out[1], None))
         else:
-            # The whole request failed (Error frame such as Forbidden, malformed answer): it raises,
-            # as in 0.3.0; only per-message failures become results.
-            raise out
+            append(EnqueueResult.failed(item_error(ENQUEUE, item, out[0], out[1])))
     return result
 
 

@@ -211,8 +211,10 @@ class Client(ClientBase):
     ) -> list[EnqueueResult]:
         """Enqueue ``(queue, headers, payload)`` tuples in as few frames as fit; one result per message, in order.
 
-        A message that fails carries its error in its :class:`~fila.EnqueueResult`
-        and never fails the others; transport failures raise.
+        A message refused on its own carries its error in its
+        :class:`~fila.EnqueueResult` and never fails the others. A request the
+        server refuses as a whole (e.g. :class:`~fila.ForbiddenError`) and
+        transport failures raise.
         """
         items = [ops.enqueue_item(m) for m in messages]
         return ops.enqueue_results(items, self._hot_batch(ops.ENQUEUE, items, timeout))

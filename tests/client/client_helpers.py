@@ -1,9 +1,10 @@
-"""Helpers shared by the client suites (bounded-time runners)."""
+"""Helpers shared by the client suites (bounded-time runners and waits)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -37,3 +38,21 @@ def run_threads(fn: Callable[[int], None], n: int, timeout: float = TEST_TIMEOUT
         assert not t.is_alive(), "a worker thread did not finish in time"
     if errors:
         raise errors[0]
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01, ignore: Any = ()) -> bool:
+    """Poll ``pred`` until it is true or ``timeout`` seconds passed; True if it became true.
+
+    Exceptions of the types in ``ignore`` count as "not yet" (e.g. a call
+    that raced a connection the broker just closed).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if pred():
+                return True
+        except ignore:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
