@@ -771,6 +771,7 @@ class Subscription:
     __slots__ = (
         "_grace_until",
         "_redirects",
+        "_seen",
         "backoff",
         "deadline",
         "emit",
@@ -792,6 +793,7 @@ class Subscription:
         self.failures = 0
         self._redirects = 0
         self._grace_until: float | None = None
+        self._seen = -1
         self.state = "subscribing"
 
     def subscribed(self, node_id: int = 0) -> bool:
@@ -869,14 +871,17 @@ class Subscription:
                 return Decision("subscribe", 0.0, target)
         return Decision("subscribe", self.backoff.next(), self.target)
 
-    def check_due(self, node_id: int, idle_for: float) -> bool:
-        """Whether an idle subscription on ``node_id`` should check that its node still leads the queue.
+    def check_due(self, node_id: int, delivered: int) -> bool:
+        """Called every ``leader_check_interval``: should an idle subscription on ``node_id`` check its leader?
 
-        Only cluster nodes (``node_id`` != 0) lose leadership; a leader that
-        does drops its consumers without a frame, so silence is all a client sees.
+        ``delivered`` is the driver's running count of delivered messages; no
+        change since the last call means idle for a whole interval. Only
+        cluster nodes (``node_id`` != 0) lose leadership; a leader that does
+        drops its consumers without a frame, so silence is all a client sees.
         """
-        interval = self.target.leader_check_interval
-        return bool(node_id) and interval is not None and self.state == "active" and idle_for >= interval
+        idle = delivered == self._seen
+        self._seen = delivered
+        return bool(node_id) and self.state == "active" and idle
 
     def leader_moved(self, node_id: int, leader_node_id: int, ready: int) -> bool:
         """GetStats names ``leader_node_id`` with ``ready`` messages waiting while we sit on ``node_id``:

@@ -496,7 +496,7 @@ class _AioConsumerState:
         self.settings: Settings = client._settings
         self.queue = queue
         self.sub = Subscription(client._nodes, queue, time.monotonic(), client._emit)
-        self.last_delivery = time.monotonic()
+        self.delivered = 0
         self.moved_to = 0
         self.watch: asyncio.Task[Any] | None = None
         self.buffer: DeliveryBuffer[ConsumeMessage] = DeliveryBuffer(capacity)
@@ -612,10 +612,9 @@ class _AioConsumerState:
         while not self.closed:
             await asyncio.sleep(interval)
             conn, client = self.conn, self.client_ref()
-            idle_for = time.monotonic() - self.last_delivery
-            if conn is None or conn.dead or client is None or self.buffer.messages:
+            if not self.sub.check_due(conn.core.node_id if conn else 0, self.delivered):
                 continue
-            if not self.sub.check_due(conn.core.node_id, idle_for):
+            if conn is None or conn.dead or client is None or self.buffer.messages:
                 continue
             try:
                 stats = await client.get_stats(self.queue)
@@ -630,7 +629,7 @@ class _AioConsumerState:
 
     def _on_delivery(self, messages: list[ConsumeMessage]) -> None:
         self.buffer.push(messages)
-        self.last_delivery = time.monotonic()
+        self.delivered += 1
         self._wake()
 
     def _after_receive(self, conn: AioConnection) -> None:

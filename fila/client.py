@@ -444,6 +444,7 @@ class Consumer(ConsumerBase):
         super().__init__(queue)
         state = _ConsumerState(client, queue, buffer_size)
         self._state = state
+        self._buffer = state.buffer
         self._buf = state.buffer.messages
         state.start()
         self._finalizer = weakref.finalize(self, state.close)
@@ -461,7 +462,7 @@ class Consumer(ConsumerBase):
                 raise StopIteration from None
             assert waited is not None  # no timeout: a message, an error or closed
             return waited
-        if self._state.buffer.paused:
+        if self._buffer.paused:
             self._state.maybe_resume()
         return msg
 
@@ -474,7 +475,7 @@ class Consumer(ConsumerBase):
                 return self._state.wait(timeout)
             except _Closed:
                 return None
-        if self._state.buffer.paused:
+        if self._buffer.paused:
             self._state.maybe_resume()
         return msg
 
@@ -510,7 +511,7 @@ class _ConsumerState:
         self.timers = client._timers
         self.queue = queue
         self.sub = Subscription(client._nodes, queue, time.monotonic(), client._emit)
-        self.last_delivery = time.monotonic()
+        self.delivered = 0
         self.moved_to = 0
         self.buffer: DeliveryBuffer[ConsumeMessage] = DeliveryBuffer(capacity)
         self.cond = threading.Condition(threading.Lock())
@@ -610,8 +611,8 @@ class _ConsumerState:
 
     def _leader_check_due(self) -> None:
         conn = self.conn
-        idle_for = time.monotonic() - self.last_delivery
-        if conn is None or conn.dead or not self.sub.check_due(conn.core.node_id, idle_for) or self.buffer.messages:
+        due = conn is not None and self.sub.check_due(conn.core.node_id, self.delivered)
+        if conn is None or conn.dead or not due or self.buffer.messages:
             self._schedule_leader_check()
             return
         # GetStats blocks: not on the timers thread.
@@ -636,7 +637,7 @@ class _ConsumerState:
 
     def _on_delivery(self, messages: list[ConsumeMessage]) -> None:
         self.buffer.push(messages)
-        self.last_delivery = time.monotonic()
+        self.delivered += 1
         if self.waiting:
             with self.cond:
                 self.cond.notify()

@@ -266,8 +266,11 @@ def test_lost_with_a_known_new_leader_goes_there_at_once() -> None:
 def test_leader_checks_only_on_cluster_nodes() -> None:
     sub = new(leader_check_interval=2.0)
     assert sub.subscribed(node_id=1)
-    assert sub.check_due(node_id=1, idle_for=2.0) and not sub.check_due(node_id=1, idle_for=1.9)
-    assert not sub.check_due(node_id=0, idle_for=100.0)  # a single node never loses leadership
+    # Called once per interval with the running count of deliveries: due only when nothing arrived since.
+    assert not sub.check_due(node_id=1, delivered=5)  # the first call only takes note
+    assert sub.check_due(node_id=1, delivered=5)  # idle for a whole interval
+    assert not sub.check_due(node_id=1, delivered=6)  # a delivery came meanwhile
+    assert not sub.check_due(node_id=0, delivered=6)  # a single node never loses leadership
     assert sub.leader_moved(node_id=1, leader_node_id=2, ready=3)
     assert not sub.leader_moved(node_id=1, leader_node_id=2, ready=0)  # nothing waiting: no evidence
     assert not sub.leader_moved(node_id=1, leader_node_id=1, ready=3)
