@@ -1,7 +1,7 @@
 """Queue administration: create, stats, config, redrive, delete.
 
-python -m fila.testing &
-python examples/admin.py [addr]
+python -m fila.testing --port 5555 &
+python examples/admin.py [addr]            # safe to run again and again
 """
 
 import sys
@@ -13,15 +13,19 @@ addr = sys.argv[1] if len(sys.argv) > 1 else "localhost:5555"
 
 with Client(addr) as client:
     try:
-        client.create_queue("jobs", visibility_timeout_ms=60_000)
+        client.create_queue("jobs", visibility_timeout_ms=60_000)  # also on_enqueue= / on_failure= (Lua)
     except QueueAlreadyExistsError:
         pass
-    client.enqueue("jobs", b"work")
-    stats = client.get_stats("jobs")
+    client.enqueue("jobs", None, b"work")
+
+    stats = client.get_stats("jobs")  # StatsResult; per_key_stats / per_throttle_stats lists too
     print(f"jobs: depth={stats.depth} in_flight={stats.in_flight} consumers={stats.active_consumers}")
-    for q in client.list_queues():
-        print(" ", q.name, q.depth)
-    client.set_config("throttle.api", "100,200")  # rate, burst
-    print(client.list_config("throttle."))
-    print("redriven:", client.redrive("jobs.dlq"))
-    client.delete_queue("jobs")
+    for q in client.list_queues():  # QueueInfo for every queue, DLQs included
+        print(f"  {q.name}: depth={q.depth}")
+
+    client.set_config("throttle.api", "100,200")  # a token bucket: 100 per second, bursts of 200
+    print("config:", client.list_config("throttle."))
+    client.set_config("throttle.api", "")  # an empty value deletes the key (and the bucket)
+
+    print("redriven:", client.redrive("jobs.dlq"))  # count=0: every dead letter back to "jobs"
+    client.delete_queue("jobs")  # and jobs.dlq

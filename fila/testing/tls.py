@@ -5,8 +5,9 @@
 is given (mTLS). Certificates and keys may be file paths or PEM bytes.
 
 :func:`make_test_pki` writes a throwaway CA, a server certificate for
-``127.0.0.1``/``localhost`` and a client certificate; it needs the
-``cryptography`` package (a test-time dependency only).
+``127.0.0.1``/``localhost`` and a client certificate, and returns their paths
+and PEM bytes; it needs the ``cryptography`` package (a test-time dependency
+only).
 """
 
 from __future__ import annotations
@@ -74,7 +75,14 @@ def client_context(ca: PemSource, cert: PemSource | None = None, key: PemSource 
 
 @dataclass(frozen=True)
 class TestPKI:
-    """Paths of a throwaway PKI (all PEM files)."""
+    """A throwaway PKI: each PEM file's path, and the same PEM as bytes.
+
+    The paths suit :class:`~fila.testing.Broker` (which takes paths or bytes);
+    the ``*_pem`` bytes are what :class:`fila.Client` takes::
+
+        Broker(tls_cert=pki.server_cert, tls_key=pki.server_key, tls_ca=pki.ca_cert)
+        Client(addr, ca_cert=pki.ca_cert_pem, client_cert=pki.client_cert_pem, client_key=pki.client_key_pem)
+    """
 
     __test__ = False  # not a pytest test class
 
@@ -86,13 +94,25 @@ class TestPKI:
     other_ca_cert: Path
     other_client_cert: Path
     other_client_key: Path
+    ca_cert_pem: bytes = b""
+    server_cert_pem: bytes = b""
+    server_key_pem: bytes = b""
+    client_cert_pem: bytes = b""
+    client_key_pem: bytes = b""
+    other_ca_cert_pem: bytes = b""
+    other_client_cert_pem: bytes = b""
+    other_client_key_pem: bytes = b""
+
+    def __repr__(self) -> str:  # the keys' bytes stay out of logs and test reports
+        return f"TestPKI(directory={str(self.ca_cert.parent)!r})"
 
 
 def make_test_pki(directory: str | os.PathLike[str]) -> TestPKI:
     """Write a CA, a server cert (127.0.0.1, localhost, ::1) and a client cert.
 
     Also writes a second, unrelated CA with a client certificate it signed,
-    for testing that mTLS refuses strangers. Needs ``cryptography``.
+    for testing that mTLS refuses strangers. Returns each file's path and its
+    PEM bytes (:class:`TestPKI`). Needs ``cryptography``.
     """
     try:
         from cryptography import x509
@@ -114,17 +134,15 @@ def make_test_pki(directory: str | os.PathLike[str]) -> TestPKI:
     def name(cn: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
-    def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-        path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+    def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
 
-    def write_cert(path: Path, cert: x509.Certificate) -> None:
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    def cert_pem(cert: x509.Certificate) -> bytes:
+        return cert.public_bytes(serialization.Encoding.PEM)
 
     def make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key = key_pair()
@@ -194,22 +212,43 @@ def make_test_pki(directory: str | os.PathLike[str]) -> TestPKI:
     other_key, other_cert = make_ca("unrelated CA")
     stranger_key, stranger_cert = make_leaf(other_key, other_cert, "stranger", False)
 
-    pki = TestPKI(
-        ca_cert=out / "ca.pem",
-        server_cert=out / "server.pem",
-        server_key=out / "server.key",
-        client_cert=out / "client.pem",
-        client_key=out / "client.key",
-        other_ca_cert=out / "other-ca.pem",
-        other_client_cert=out / "stranger.pem",
-        other_client_key=out / "stranger.key",
+    pem = {
+        "ca_cert": cert_pem(ca_cert),
+        "server_cert": cert_pem(server_cert),
+        "server_key": key_pem(server_key),
+        "client_cert": cert_pem(client_cert),
+        "client_key": key_pem(client_key),
+        "other_ca_cert": cert_pem(other_cert),
+        "other_client_cert": cert_pem(stranger_cert),
+        "other_client_key": key_pem(stranger_key),
+    }
+    paths = {
+        "ca_cert": out / "ca.pem",
+        "server_cert": out / "server.pem",
+        "server_key": out / "server.key",
+        "client_cert": out / "client.pem",
+        "client_key": out / "client.key",
+        "other_ca_cert": out / "other-ca.pem",
+        "other_client_cert": out / "stranger.pem",
+        "other_client_key": out / "stranger.key",
+    }
+    for field, path in paths.items():
+        path.write_bytes(pem[field])
+    return TestPKI(
+        ca_cert=paths["ca_cert"],
+        server_cert=paths["server_cert"],
+        server_key=paths["server_key"],
+        client_cert=paths["client_cert"],
+        client_key=paths["client_key"],
+        other_ca_cert=paths["other_ca_cert"],
+        other_client_cert=paths["other_client_cert"],
+        other_client_key=paths["other_client_key"],
+        ca_cert_pem=pem["ca_cert"],
+        server_cert_pem=pem["server_cert"],
+        server_key_pem=pem["server_key"],
+        client_cert_pem=pem["client_cert"],
+        client_key_pem=pem["client_key"],
+        other_ca_cert_pem=pem["other_ca_cert"],
+        other_client_cert_pem=pem["other_client_cert"],
+        other_client_key_pem=pem["other_client_key"],
     )
-    write_cert(pki.ca_cert, ca_cert)
-    write_cert(pki.server_cert, server_cert)
-    write_key(pki.server_key, server_key)
-    write_cert(pki.client_cert, client_cert)
-    write_key(pki.client_key, client_key)
-    write_cert(pki.other_ca_cert, other_cert)
-    write_cert(pki.other_client_cert, stranger_cert)
-    write_key(pki.other_client_key, stranger_key)
-    return pki
