@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from ._accumulator import encode_batches, item_size
 from ._core import Retry, error_from_frame, item_retryable
-from .errors import EncodeError, FilaConnectionError, FilaError, ProtocolError, error_for_code
+from .errors import DecodeError, EncodeError, FilaConnectionError, FilaError, ProtocolError, error_for_code
 from .protocol import (
     decode_ack_result,
     decode_enqueue_result,
@@ -71,14 +71,19 @@ def encode_op(op: Op, core: Any) -> tuple[int, bytes]:
 
 def parse_response(op: Op, opcode: int, payload: bytes) -> Any:
     """The value of a response frame for ``op``; raise its error if it is one."""
-    if opcode == Opcode.ERROR:
-        raise error_from_frame(payload, op.context)
-    if opcode != op.result_opcode:
-        raise ProtocolError(
-            ErrorCode.INVALID_FRAME,
-            f"{op.context}: expected opcode 0x{op.result_opcode:02x} in answer to {op.request}, got 0x{opcode:02x}",
-        )
-    return op.parse(decode_body(op.result_opcode, payload), op.context)
+    try:
+        if opcode == Opcode.ERROR:
+            raise error_from_frame(payload, op.context)
+        if opcode != op.result_opcode:
+            raise ProtocolError(
+                ErrorCode.INVALID_FRAME,
+                f"{op.context}: expected opcode 0x{op.result_opcode:02x} in answer to {op.request}, got 0x{opcode:02x}",
+            )
+        body = decode_body(op.result_opcode, payload)
+    except ProtocolError as exc:
+        _answered_unreadably(exc)
+        raise
+    return op.parse(body, op.context)
 
 
 def _check(body: dict[str, Any], context: str) -> None:
@@ -277,18 +282,29 @@ class HotKind(NamedTuple):
 def hot_result(kind: HotKind, frame: Any, count: int) -> list[Any]:
     """Decode an Enqueue/Ack/Nack answer of ``count`` items; raise the Error frame's error if it is one."""
     opcode = frame.opcode
-    if opcode == Opcode.ERROR:
-        raise error_from_frame(frame.payload, kind.what)
-    if opcode != kind.result_op:
-        raise ProtocolError(
-            ErrorCode.INVALID_FRAME, f"{kind.what}: expected opcode 0x{kind.result_op:02x}, got 0x{opcode:02x}"
-        )
-    items = kind.decode(frame.payload)
-    if len(items) != count:
-        raise ProtocolError(
-            ErrorCode.INVALID_FRAME, f"{kind.what}: the server answered {len(items)} items for a request of {count}"
-        )
+    try:
+        if opcode == Opcode.ERROR:
+            raise error_from_frame(frame.payload, kind.what)
+        if opcode != kind.result_op:
+            raise ProtocolError(
+                ErrorCode.INVALID_FRAME, f"{kind.what}: expected opcode 0x{kind.result_op:02x}, got 0x{opcode:02x}"
+            )
+        items = kind.decode(frame.payload)
+        if len(items) != count:
+            raise ProtocolError(
+                ErrorCode.INVALID_FRAME,
+                f"{kind.what}: the server answered {len(items)} items for a request of {count}",
+            )
+    except ProtocolError as exc:
+        _answered_unreadably(exc)
+        raise
     return items
+
+
+def _answered_unreadably(exc: ProtocolError) -> None:
+    """The server answered, but not readably: it acted on the request, nobody knows how."""
+    if type(exc) is ProtocolError or isinstance(exc, DecodeError):
+        exc.may_have_been_applied = True
 
 
 def ack_item(item: Any) -> tuple[str, str]:
@@ -406,7 +422,7 @@ class HotBatch:
     item the decoded result or a FilaError.
     """
 
-    __slots__ = ("_delay", "_items", "_kind", "_retry", "_todo", "out")
+    __slots__ = ("_delay", "_items", "_kind", "_retry", "_todo", "leader_addr", "out")
 
     def __init__(self, kind: HotKind, items: list[Any], deadline: float) -> None:
         self._kind = kind
@@ -415,6 +431,8 @@ class HotBatch:
         self.out: list[Any] = [None] * len(items)
         self._todo: list[int] = list(range(len(items)))
         self._delay: float | None = None
+        #: A NotLeader hint to follow before sending the rest again (once per call).
+        self.leader_addr: str | None = None
 
     @property
     def deadline(self) -> float:
@@ -431,6 +449,7 @@ class HotBatch:
         )
         self._todo = []
         self._delay = None
+        self.leader_addr = None
         return [(rid, data, todo[s:e]) for rid, data, s, e in frames]
 
     def answer(self, frame: Any, part: list[int]) -> None:
@@ -449,7 +468,18 @@ class HotBatch:
                 self.out[i] = r
 
     def _again(self, part: list[int], exc: FilaError | None) -> bool:
-        delay = self._retry.delay(exc, time.monotonic())
+        delay: float | None
+        if exc is None:
+            delay = self._retry.delay(None, time.monotonic())
+        else:
+            try:
+                action, arg = self._retry.after(exc, time.monotonic())
+            except FilaError:
+                return False
+            if action == "redirect":
+                self.leader_addr, delay = arg, 0.0
+            else:
+                delay = arg
         if delay is None:
             return False
         self._todo.extend(part)
@@ -552,7 +582,14 @@ class EnqueueBatchBase:
         try:
             results = hot_result(ENQUEUE, frame, len(self.futs))
         except FilaError as exc:
-            delay = self.retry.delay(exc, time.monotonic())
+            try:
+                action, delay = self.retry.after(exc, time.monotonic())
+            except FilaError:
+                delay = None
+            else:
+                if action == "redirect":
+                    self._follow(delay)
+                    delay = 0.0
             if delay is not None and self._resend_later(delay):
                 return
             self._fail_futures(exc)
@@ -583,6 +620,10 @@ class EnqueueBatchBase:
         return True
 
     def _resolve(self, results: list[tuple[int, str]]) -> None:
+        raise NotImplementedError
+
+    def _follow(self, leader_addr: str) -> None:
+        """A NotLeader hint: the client's later requests (this frame's resend included) go there."""
         raise NotImplementedError
 
     def _fail_futures(self, exc: BaseException) -> None:

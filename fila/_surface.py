@@ -209,11 +209,22 @@ class ClientBase:
                 log.exception("the on_event callback raised (ignored)")
 
     def _follow_leader(self, leader_addr: str) -> None:
-        """Send later requests to ``leader_addr`` (a NotLeader hint); the current connection is closed."""
-        self._settings = self._nodes.at(leader_addr)
+        """Send later requests to ``leader_addr`` (a NotLeader hint).
+
+        The current connection is retired, not cut: requests still waiting on
+        it get their answers, and it closes after the request timeout.
+        """
+        target = self._nodes.at(leader_addr)
+        if target.address == self._settings.address:
+            return
+        self._settings = target
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn.close()
+            self._call_later(self._settings.request_timeout, conn.close)
+
+    def _call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` after ``delay`` seconds on the driver's timers."""
+        raise NotImplementedError
 
 
 class ConsumerBase:

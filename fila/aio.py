@@ -109,6 +109,17 @@ class AsyncClient(ClientBase):
         for task in list(self._tasks):
             task.cancel()
 
+    def _call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        loop.call_later(delay, fn)
+
+    def _check_open(self) -> None:
+        # As fila-python 0.3.0's did, a closed AsyncClient reconnects on its next call.
+        if self._closed:
+            self._closed = False
+            self._acc = None
+            self._conn = None
+
     async def _idle(self, acc: AsyncAccumulator, wait: float) -> bool:
         """Wait up to ``wait`` seconds until ``acc`` has nothing queued or in flight."""
         if acc.idle:
@@ -186,6 +197,8 @@ class AsyncClient(ClientBase):
             delay = batch.retry_delay()
             if delay is None:
                 return batch.out
+            if batch.leader_addr is not None:
+                self._follow_leader(batch.leader_addr)
             await asyncio.sleep(delay)
 
     # ---------------------------------------------------------- producing
@@ -371,6 +384,9 @@ class _AioEnqueueBatch(ops.EnqueueBatchBase):
 
     def _fail_futures(self, exc: BaseException) -> None:
         _fail_futures(self.futs, exc)
+
+    def _follow(self, leader_addr: str) -> None:
+        self.client._follow_leader(leader_addr)
 
     def fail(self, exc: BaseException) -> None:
         _fail_futures(self.futs, exc)

@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from types import TracebackType
@@ -78,6 +78,9 @@ class Client(ClientBase):
             self._timers.close()
             raise
 
+    def _call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        self._timers.call_later(delay, fn)
+
     # ----------------------------------------------------------- lifecycle
 
     def __enter__(self) -> Client:
@@ -97,6 +100,8 @@ class Client(ClientBase):
         Waits at most ``timeout`` seconds (default: the request timeout);
         whatever is still unanswered then fails with
         :class:`~fila.errors.ClientClosedError`. Closing twice is harmless.
+        Afterwards a ``Client`` raises ``ClientClosedError``; an ``AsyncClient``
+        reconnects on its next call, as fila-python 0.3.0's did.
         """
         if self._closed:
             return
@@ -171,6 +176,9 @@ class Client(ClientBase):
             delay = batch.retry_delay()
             if delay is None:
                 return batch.out
+            if batch.leader_addr is not None:
+                with self._connect_lock:
+                    self._follow_leader(batch.leader_addr)
             time.sleep(delay)
 
     # ----------------------------------------------------------- producing
@@ -394,6 +402,10 @@ class _EnqueueBatch(ops.EnqueueBatchBase):
 
     def _fail_futures(self, exc: BaseException) -> None:
         self.client._futures.fail(self.futs, exc)
+
+    def _follow(self, leader_addr: str) -> None:
+        with self.client._connect_lock:
+            self.client._follow_leader(leader_addr)
 
     def fail(self, exc: BaseException) -> None:
         self.client._futures.fail(self.futs, exc)
