@@ -474,16 +474,29 @@ class ConnectionCore:
         """
         frames = self.reader.feed(data)
         pending = self.pending
+        consume_id = self.consume_id
+        # The messages of consecutive Deliveries go to on_delivery in one call (once per read,
+        # not per frame: the server sends one message per Delivery).
+        batch: list[Any] | None = None
+        owned = False  # batch is a list of our own (never extend a frame's)
         for frame in frames:
             op = frame.opcode
             if op == _DELIVERY:
-                cb = self.on_delivery
                 messages = frame.messages
-                if cb is not None and messages is not None and frame.request_id == self.consume_id:
-                    cb(messages)
-                else:
+                if frame.request_id != consume_id or messages is None or self.on_delivery is None:
                     log.debug("ignoring a Delivery for request id %d (no such subscription)", frame.request_id)
+                elif batch is None:
+                    batch = messages
+                elif owned:
+                    batch.extend(messages)
+                else:
+                    batch = batch + messages
+                    owned = True
                 continue
+            if batch is not None:
+                self._deliver(batch)
+                batch = None
+                owned = False
             if op not in _ANSWERS:
                 log.debug("ignoring a frame with unknown opcode 0x%02x", op)
                 continue
@@ -492,6 +505,13 @@ class ConnectionCore:
                 log.debug("ignoring opcode 0x%02x for request id %d (nobody waits for it)", op, frame.request_id)
                 continue
             waiter.complete(frame)
+        if batch is not None:
+            self._deliver(batch)
+
+    def _deliver(self, messages: list[Any]) -> None:
+        cb = self.on_delivery
+        if cb is not None and self.consume_id != -1:
+            cb(messages)
 
     def accept_handshake(self, frame: Any) -> HandshakeInfo:
         """Read the answer to Handshake; raise its error if it is one."""

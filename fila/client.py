@@ -458,6 +458,8 @@ class Consumer(ConsumerBase):
         self._state = state
         self._buffer = state.buffer
         self._buf = state.buffer.messages
+        self._ack = state.acks.submit
+        self._nack = state.nacks.submit
         state.start()
         self._finalizer = weakref.finalize(self, state.close)
 
@@ -493,11 +495,11 @@ class Consumer(ConsumerBase):
 
     def ack(self, message: ConsumeMessage) -> None:
         """Acknowledge ``message``, batched with other acks; a failure is logged (the message then comes back)."""
-        self._state.acks.submit((message.queue, message.id), None, 0)
+        self._ack((message.queue, message.id), None, 0)
 
     def nack(self, message: ConsumeMessage, error: str = "") -> None:
         """Reject ``message`` with the failure text ``error`` (batched, like :meth:`ack`); see ``Client.nack``."""
-        self._state.nacks.submit((message.queue, message.id, error), None, 0)
+        self._nack((message.queue, message.id, error), None, 0)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every ack/nack given so far has been answered; False on timeout."""

@@ -34,12 +34,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--node-id", type=int, default=0, help="node id in HandshakeOk (non-zero simulates a cluster node)")
     p.add_argument("--visibility-timeout-ms", type=int, default=30_000, help="default lease time (default 30000)")
     p.add_argument("--delivery-batch-size", type=int, default=1, help="most messages per Delivery frame (default 1)")
+    p.add_argument(
+        "--lease-check-interval",
+        type=float,
+        default=0.1,
+        help="seconds without a request before the idle delivery pass and lease scan (default 0.1)",
+    )
+    p.add_argument(
+        "--nagle",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep Nagle on for client sockets, as the server does; --no-nagle sets TCP_NODELAY (default on)",
+    )
+    p.add_argument(
+        "--idle-reclaim",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reclaim expired leases only when idle, as the server does; --no-idle-reclaim uses a fixed tick "
+        "(default on)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug output to stderr")
     return p
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    broker = Broker(
+def _broker(args: argparse.Namespace) -> Broker:
+    return Broker(
         args.host,
         args.port,
         api_key=args.api_key,
@@ -49,7 +68,14 @@ async def _serve(args: argparse.Namespace) -> None:
         node_id=args.node_id,
         visibility_timeout_ms=args.visibility_timeout_ms,
         delivery_batch_size=args.delivery_batch_size,
+        lease_check_interval=args.lease_check_interval,
+        nagle=args.nagle,
+        idle_reclaim=args.idle_reclaim,
     )
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    broker = _broker(args)
     await broker.start_async()
     print(broker.address, flush=True)
     stop = asyncio.Event()
@@ -72,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.tls_ca is not None and args.tls_cert is None:
         print("error: --tls-ca needs --tls-cert and --tls-key", file=sys.stderr)
+        return 2
+    if args.lease_check_interval <= 0:
+        print("error: --lease-check-interval must be positive", file=sys.stderr)
         return 2
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)

@@ -41,10 +41,21 @@ class Broker:
     client certificates signed by it (each a file path or PEM bytes);
     ``node_id`` ≠ 0 simulates a cluster node in HandshakeOk and stats.
     ``visibility_timeout_ms`` is the default lease time,
-    ``lease_check_interval`` the reclaim tick in seconds, ``quantum`` the DRR
-    quantum, ``delivery_batch_size`` the most messages per Delivery frame
-    (the server always sends 1) and ``delivery_buffer`` how many deliveries a
-    connection may hold unsent before its consumer counts as full.
+    ``lease_check_interval`` the scheduler's idle time in seconds (a delivery
+    pass and a lease scan run after that long without a scheduler command),
+    ``quantum`` the DRR quantum, ``delivery_batch_size`` the most messages per
+    Delivery frame (the server always sends 1), ``ready_buffer`` and
+    ``delivery_buffer`` the sizes of the per-subscription ready buffer and the
+    per-connection outbound buffer deliveries pass through (64 and 256, as on
+    the server; a lease is taken when a message enters the ready buffer).
+
+    Timing as on the server, each switchable for tests that cannot afford it:
+    ``nagle=True`` keeps Nagle on for accepted sockets (the server never sets
+    TCP_NODELAY, so a frame written while an earlier one is unacknowledged
+    can wait for the client's delayed ACK, ~40 ms on Linux); ``False`` sets
+    TCP_NODELAY. ``idle_reclaim=True`` reclaims expired leases only once the
+    scheduler has been idle ``lease_check_interval``, so constant request
+    traffic postpones redelivery; ``False`` reclaims on a fixed tick.
 
     Start it with ``start()``/``stop()`` or ``with Broker() as b:`` (the
     event loop runs in a background thread), or ``async with Broker() as b:``
@@ -65,7 +76,10 @@ class Broker:
         lease_check_interval: float = 0.1,
         quantum: int = 1000,
         delivery_batch_size: int = 1,
-        delivery_buffer: int = 320,
+        ready_buffer: int = 64,
+        delivery_buffer: int = 256,
+        nagle: bool = True,
+        idle_reclaim: bool = True,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
@@ -73,6 +87,8 @@ class Broker:
             raise ValueError("tls_ca (mutual TLS) needs tls_cert and tls_key too")
         if delivery_batch_size < 1:
             raise ValueError(f"delivery_batch_size must be at least 1, got {delivery_batch_size}")
+        if ready_buffer < 1:
+            raise ValueError(f"ready_buffer must be at least 1, got {ready_buffer}")
         if delivery_buffer < 1:
             raise ValueError(f"delivery_buffer must be at least 1, got {delivery_buffer}")
         if visibility_timeout_ms < 1:
@@ -86,7 +102,10 @@ class Broker:
         self.node_id = node_id
         self.lease_check_interval = lease_check_interval
         self.delivery_batch_size = delivery_batch_size
+        self.ready_buffer = ready_buffer
         self.delivery_buffer = delivery_buffer
+        self.nagle = bool(nagle)
+        self.idle_reclaim = bool(idle_reclaim)
         self._ssl: ssl.SSLContext | None = (
             server_context(tls_cert, tls_key, tls_ca) if tls_cert is not None and tls_key is not None else None
         )
@@ -100,6 +119,8 @@ class Broker:
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._last_command = 0.0
+        self._pass_scheduled = False
 
     # ------------------------------------------------------------ address
 
@@ -147,6 +168,7 @@ class Broker:
             ssl_handshake_timeout=10.0 if self._ssl is not None else None,
         )
         self._port = self._server.sockets[0].getsockname()[1]
+        self._last_command = loop.time()
         self._tick_handle = loop.call_later(self.lease_check_interval, self._tick)
         log.debug("fila.testing: broker listening on %s", self.address)
         return self
@@ -249,14 +271,58 @@ class Broker:
         loop.call_soon_threadsafe(run)
         return fut.result(_CALL_TIMEOUT)
 
-    def _tick(self) -> None:
-        self._tick_handle = None
+    def command(self) -> None:
+        """A request reached the scheduler (SERVER.md §7.3, §7.6).
+
+        Like the server's scheduler loop, the broker runs a delivery pass over
+        every queue once the commands at hand are handled (so an Ack, which
+        starts no pass itself, is followed by one), and its idle clock restarts.
+        """
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            return
+        self._last_command = loop.time()
+        if not self._pass_scheduled:
+            self._pass_scheduled = True
+            loop.call_soon(self._iteration)
+
+    def _command(self, fn: Callable[[], T]) -> Callable[[], T]:
+        """``fn`` as a scheduler command, as the admin request it stands for would be."""
+
+        def run() -> T:
+            try:
+                return fn()
+            finally:
+                self.command()
+
+        return run
+
+    def _iteration(self) -> None:
+        self._pass_scheduled = False
         try:
-            self.scheduler.tick()
-        except Exception:  # never let a bug stop the lease clock
-            log.exception("fila.testing: scheduler tick failed")
-        if self._server is not None and self._loop is not None:
-            self._tick_handle = self._loop.call_later(self.lease_check_interval, self._tick)
+            self.scheduler.deliver_all()
+        except Exception:  # a broker bug must not stop the broker
+            log.exception("fila.testing: delivery pass failed")
+
+    def _tick(self) -> None:
+        """The scheduler's idle wake-up: every ``lease_check_interval`` without a command,
+        scan for expired leases, then run a delivery pass (SERVER.md §7.3, §7.6)."""
+        self._tick_handle = None
+        loop = self._loop
+        if self._server is None or loop is None:
+            return
+        interval = self.lease_check_interval
+        quiet = loop.time() - self._last_command
+        delay = interval
+        if self.idle_reclaim and quiet < interval * 0.99:
+            delay = interval - quiet  # a command came in: wait for the scheduler to go idle
+        else:
+            try:
+                self.scheduler.reclaim()
+                self.scheduler.deliver_all()
+            except Exception:  # never let a bug stop the lease clock
+                log.exception("fila.testing: scheduler tick failed")
+        self._tick_handle = loop.call_later(delay, self._tick)
 
     def abort_connections(self) -> int:
         conns = list(self.connections)
@@ -287,17 +353,19 @@ class Broker:
 
         Raises :class:`BrokerError` if it exists or a script does not compile.
         """
-        code, text = self.call(lambda: self.scheduler.create_queue(name, on_enqueue, on_failure, visibility_timeout_ms))
+        code, text = self.call(
+            self._command(lambda: self.scheduler.create_queue(name, on_enqueue, on_failure, visibility_timeout_ms))
+        )
         if code != ErrorCode.OK:
             raise BrokerError(f"cannot create queue {name!r}: {ErrorCode(code).name}: {text}")
 
     def delete_queue(self, name: str) -> bool:
         """Delete a queue and its DLQ; False if it did not exist."""
-        return self.call(lambda: self.scheduler.delete_queue(name)) == ErrorCode.OK
+        return self.call(self._command(lambda: self.scheduler.delete_queue(name))) == ErrorCode.OK
 
     def set_config(self, key: str, value: str) -> None:
         """Set a runtime config value (``throttle.<key>`` = ``"rate,burst"`` makes a bucket)."""
-        code = self.call(lambda: self.scheduler.set_config(key, value))
+        code = self.call(self._command(lambda: self.scheduler.set_config(key, value)))
         if code != ErrorCode.OK:
             raise BrokerError(f"invalid config value for {key!r}: {value!r}")
 

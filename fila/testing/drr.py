@@ -1,9 +1,21 @@
 """Deficit round robin across a queue's fairness keys (SERVER.md §8.1–§8.3).
 
-Keys are served in the order each was first (re)activated. A round credits
-every active key ``weight × quantum``; a key then serves ``weight`` messages
-per turn (one deficit each) before the turn passes to the next key with a
-positive deficit. With weights 3 and 1 the order is A A A B A A A B …
+The server's algorithm, step for step, so that delivery order and the
+deficits GetStats reports match it:
+
+* a key joins the active list (at the back, deficit 0) when a message for it
+  is stored, retried, reclaimed or redriven; its weight becomes that
+  message's weight (at least 1);
+* a delivery pass starts a round only if none is running: every active key
+  gets ``weight × quantum`` and the turn goes back to the first key;
+* the turn is the first key, from the current position, with a positive
+  deficit; a key serves ``weight`` messages, then the turn moves past it;
+* a throttled key loses its remaining deficit and the turn moves past it;
+* when no key has a positive deficit the round is over and the pass ends
+  (the next pass starts the next round);
+* a key with nothing pending is dropped when a pass reaches it.
+
+With weights 3 and 1 the order is A A A B A A A B …
 """
 
 from __future__ import annotations
@@ -18,110 +30,165 @@ T = TypeVar("T")
 
 
 class Drr(Generic[T]):
-    """Pending items per fairness key plus the DRR turn state."""
+    """A queue's pending items per fairness key plus the server's DRR state."""
 
-    __slots__ = ("_in_round", "_ring", "_served", "deficit", "pending", "quantum", "size", "weight")
+    __slots__ = (
+        "_burst",
+        "_burst_key",
+        "_position",
+        "active",
+        "deficit",
+        "pending",
+        "quantum",
+        "round_active",
+        "size",
+        "weight",
+    )
 
     def __init__(self, quantum: int) -> None:
         self.quantum = max(1, quantum)
         self.pending: dict[str, deque[T]] = {}
-        self._ring: deque[str] = deque()  # head = the key whose turn it is
+        self.active: list[str] = []  # active keys in round-robin order
         self.deficit: dict[str, int] = {}
         self.weight: dict[str, int] = {}
-        self._in_round = False
-        self._served = 0
-        self.size = 0
+        self.round_active = False
+        self._position = 0
+        self._burst = 0
+        self._burst_key: str | None = None
+        self.size = 0  # pending items over all keys
 
     def __len__(self) -> int:
         return self.size
 
     def keys(self) -> Iterator[str]:
-        """Active keys in DRR order."""
-        return iter(self._ring)
+        """Active keys in DRR order (GetStats ``per_key_stats``)."""
+        return iter(self.active)
 
-    def push(self, key: str, item: T, weight: int, *, front: bool = False) -> None:
-        """Add ``item`` to ``key`` (at the back, or the front to undo a take)."""
+    # ------------------------------------------------------------ pending
+
+    def push(self, key: str, item: T, weight: int) -> None:
+        """Make ``item`` pending at the back of ``key`` (stored, retried, reclaimed, redriven)."""
+        self.add_key(key, weight)
         q = self.pending.get(key)
         if q is None:
             q = self.pending[key] = deque()
-            self._ring.append(key)
-            # A key that joins during a round is credited at once (see Broker docs).
-            self.deficit[key] = max(1, weight) * self.quantum if self._in_round else 0
-        if front:
-            q.appendleft(item)
-        else:
-            q.append(item)
-            self.weight[key] = max(1, weight)
+        q.append(item)
         self.size += 1
 
-    def current(self) -> str | None:
-        """The key to serve next, starting a new round when every deficit is spent."""
-        ring = self._ring
-        n = len(ring)
-        if not n:
-            self._in_round = False
-            return None
-        if not self._in_round:
-            self._start_round()
-        for _ in range(2):
-            for _ in range(n):
-                key = ring[0]
-                if self.deficit[key] > 0 and self._served < self.weight[key]:
-                    return key
-                ring.rotate(-1)
-                self._served = 0
-            self._start_round()
-        return ring[0]
+    def push_front(self, key: str, item: T) -> None:
+        """Put back an item just taken from ``key`` (nobody could take it)."""
+        q = self.pending.get(key)
+        if q is None:
+            q = self.pending[key] = deque()
+        q.appendleft(item)
+        self.size += 1
 
-    def _start_round(self) -> None:
-        self._in_round = True
-        self._served = 0
-        q = self.quantum
-        for key in self._ring:
-            self.deficit[key] += self.weight[key] * q
+    def peek(self, key: str) -> T | None:
+        q = self.pending.get(key)
+        return q[0] if q else None
 
-    def take(self, key: str) -> T:
-        """Remove and return the head item of ``key`` (the key from :meth:`current`)."""
-        q = self.pending[key]
-        item = q.popleft()
+    def pop(self, key: str) -> T:
+        """Remove and return the head item of ``key``."""
+        item = self.pending[key].popleft()
         self.size -= 1
-        self.deficit[key] -= 1
-        self._served += 1
-        if not q:
-            self._drop(key)
         return item
 
-    def skip(self, key: str) -> None:
-        """``key`` is throttled: it gives up its deficit for this round."""
-        self.deficit[key] = 0
-        if self._ring and self._ring[0] == key:
-            self._ring.rotate(-1)
-            self._served = 0
-
-    def peek(self, key: str) -> T:
-        return self.pending[key][0]
-
     def remove(self, key: str, item: T) -> None:
-        """Remove one specific pending item (redrive)."""
+        """Remove one specific pending item (redrive); an emptied key leaves the active list."""
         q = self.pending[key]
         q.remove(item)
         self.size -= 1
         if not q:
-            self._drop(key)
-
-    def _drop(self, key: str) -> None:
-        del self.pending[key]
-        del self.deficit[key]
-        del self.weight[key]
-        ring = self._ring
-        if ring and ring[0] == key:
-            ring.popleft()
-            self._served = 0
-        else:
-            ring.remove(key)
-        if not ring:
-            self._in_round = False
+            del self.pending[key]
+            self.remove_key(key)
 
     def items(self) -> Iterator[T]:
         for q in self.pending.values():
             yield from q
+
+    # ---------------------------------------------------------------- DRR
+
+    def add_key(self, key: str, weight: int) -> None:
+        """Activate ``key`` (deficit 0 until the next round) and set its weight."""
+        self.weight[key] = max(1, weight)
+        if key not in self.deficit:
+            self.active.append(key)
+            self.deficit[key] = 0
+
+    def remove_key(self, key: str) -> None:
+        """Drop ``key`` from the active list, keeping the turn where it was."""
+        if key not in self.deficit:
+            return
+        idx = self.active.index(key)
+        del self.active[idx]
+        del self.deficit[key]
+        del self.weight[key]
+        if not self.active:
+            self._position = 0
+            self.round_active = False
+            self._burst = 0
+            self._burst_key = None
+            return
+        if idx < self._position:
+            self._position -= 1
+        elif self._position >= len(self.active):
+            self._position = 0
+        if self._burst_key == key:
+            self._burst = 0
+            self._burst_key = None
+
+    def drop_empty(self, key: str) -> None:
+        """A pass found nothing pending for ``key``: forget it."""
+        self.pending.pop(key, None)
+        self.remove_key(key)
+
+    def start_round(self) -> bool:
+        """Credit every active key ``weight × quantum`` unless a round is running."""
+        if self.round_active or not self.active:
+            return False
+        q = self.quantum
+        deficit = self.deficit
+        weight = self.weight
+        for key in self.active:
+            deficit[key] += weight[key] * q
+        self._position = 0
+        self.round_active = True
+        self._burst = 0
+        self._burst_key = None
+        return True
+
+    def next_key(self) -> str | None:
+        """The key whose turn it is, or None when the round is over."""
+        active = self.active
+        n = len(active)
+        if not n:
+            return None
+        deficit = self.deficit
+        start = self._position
+        for i in range(n):
+            key = active[(start + i) % n]
+            if deficit[key] > 0:
+                return key
+        self.round_active = False
+        return None
+
+    def consume(self, key: str) -> None:
+        """``key`` delivered one message: one deficit; after ``weight`` of them the turn moves on."""
+        self.deficit[key] -= 1
+        if self._burst_key != key:
+            self._burst_key = key
+            self._burst = 1
+        else:
+            self._burst += 1
+        if self._burst >= self.weight[key]:
+            self._burst = 0
+            self._burst_key = None
+            self._position = (self.active.index(key) + 1) % len(self.active)
+
+    def drain(self, key: str) -> None:
+        """``key`` is throttled: it gives up its deficit and the turn moves past it."""
+        self.deficit[key] = 0
+        if self._burst_key == key:
+            self._burst = 0
+            self._burst_key = None
+        self._position = (self.active.index(key) + 1) % len(self.active)

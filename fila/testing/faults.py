@@ -53,7 +53,8 @@ class Faults:
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self._fail: list[list[Any]] = []  # [remaining, code, opcode | None, message]
+        self._fail: list[list[Any]] = []  # [remaining, code, opcode | None, message, metadata | None]
+        self.injected = 0  # failures sent by fail_next so far
         self._delay: list[Any] | None = None  # [seconds, opcode | None, remaining | None]
         self._held: dict[object, tuple[asyncio.TimerHandle, Callable[[], None]]] = {}
         self._close_after: int | None = None
@@ -78,22 +79,35 @@ class Faults:
         code: int = ErrorCode.CHANNEL_FULL,
         opcode: int | None = None,
         message: str | None = None,
+        *,
+        metadata: dict[str, str] | None = None,
+        retry_after_ms: int | None = None,
     ) -> None:
         """Fail the next ``n`` requests with an Error frame of ``code``.
 
-        ``fail_next(n, code=ErrorCode.CHANNEL_FULL, opcode=None, message=None)``.
+        ``fail_next(n, code=ErrorCode.CHANNEL_FULL, opcode=None, message=None,
+        *, metadata=None, retry_after_ms=None)``.
         Without ``opcode`` only the requests a real server can fail that way
         count (Enqueue, Ack, Nack and the admin queue/config/stats/redrive
         ops, :data:`SCHEDULER_OPCODES`); with ``opcode`` any request of that
         opcode does (Consume too, which gets an Error frame). The message
         defaults to the server's (``scheduler overloaded`` for ChannelFull,
-        ``scheduler unavailable`` for InternalError); metadata is empty. The
-        request is not executed. Several calls queue up in order.
+        ``scheduler unavailable`` for InternalError); metadata is empty unless
+        ``metadata`` is given. ``retry_after_ms`` adds the ``retry_after_ms``
+        key a ChannelFull may carry (PROTOCOL.md; today's server sends none,
+        SERVER.md §13.9), so a client's honouring of the hint can be tested.
+        The request is not executed. Several calls queue up in order.
+        :attr:`injected` counts the failures sent so far.
         """
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         text = message if message is not None else _DEFAULT_MESSAGES.get(code, "injected failure")
-        entry = [n, int(code), None if opcode is None else int(opcode), text]
+        meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+        if retry_after_ms is not None:
+            if isinstance(retry_after_ms, bool) or not isinstance(retry_after_ms, int) or retry_after_ms < 0:
+                raise ValueError(f"retry_after_ms must be an int >= 0, got {retry_after_ms!r}")
+            meta["retry_after_ms"] = str(retry_after_ms)
+        entry = [n, int(code), None if opcode is None else int(opcode), text, meta or None]
 
         def arm() -> None:
             self._fail.append(entry)
@@ -155,8 +169,8 @@ class Faults:
             handle.cancel()
             release()
 
-    def take_failure(self, opcode: int) -> tuple[int, str] | None:
-        """Called per request on the loop: the injected ``(code, message)`` or None."""
+    def take_failure(self, opcode: int) -> tuple[int, str, dict[str, str] | None] | None:
+        """Called per request on the loop: the injected ``(code, message, metadata)`` or None."""
         for entry in self._fail:
             op = entry[2]
             if (op is None and opcode in SCHEDULER_OPCODES) or op == opcode:
@@ -164,7 +178,8 @@ class Faults:
                 if entry[0] <= 0:
                     self._fail.remove(entry)
                     self._rearm()
-                return entry[1], entry[3]
+                self.injected += 1
+                return entry[1], entry[3], entry[4]
         return None
 
     def take_delay(self, opcode: int) -> float:

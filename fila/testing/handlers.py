@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DecodeError
+from ..errors import DecodeError, EncodeError
 from ..protocol.constants import ErrorCode, Opcode
 from ..protocol.messages import decode_body, encode_message
 from ..protocol.pure import (
@@ -23,6 +23,7 @@ from ..protocol.pure import (
     encode_nack_result,
 )
 from .auth import PERMISSION_KINDS
+from .scheduler import CommandFailed
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -75,7 +76,7 @@ class Handlers:
         if self.faults.request_armed:
             injected = self.faults.take_failure(opcode)
             if injected is not None:
-                conn.send_error(frame.request_id, injected[0], injected[1])
+                conn.send_error(frame.request_id, injected[0], injected[1], injected[2])
                 return
         handler(conn, frame.request_id, frame.payload)
 
@@ -108,10 +109,22 @@ class Handlers:
             return
         if not self._check_each(conn, rid, kind, [item[0] for item in items]):
             return
-        conn.send(encode(rid, run(items)), opcode)
+        try:
+            results = run(items)
+        except CommandFailed as exc:
+            conn.send_error(rid, exc.code, exc.message)
+            return
+        conn.send(encode(rid, results), opcode)
 
     def _reply(self, conn: Connection, opcode: int, rid: int, fields: dict[str, Any]) -> None:
-        conn.send(encode_message(opcode, rid, fields), opcode)
+        try:
+            frame = encode_message(opcode, rid, fields)
+        except EncodeError:
+            # A string over 65,535 bytes (a DLQ name of a queue named with 65,532+ bytes):
+            # the server's encoder panics and the connection task dies, with no frame.
+            conn.abort()
+            return
+        conn.send(frame, opcode)
 
     def _global_admin(self, conn: Connection, rid: int) -> bool:
         if self.auth.global_admin(conn.identity):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -39,15 +40,24 @@ def test_set_get_list_and_delete(wire: Wire) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["1", "1,2,3", "a,1", "1,b", "-1,2", "1,-2", "nan,1", "1,inf", "NaN,1", "1,", ",1", "1_0,2", "1;2"],
-)
+    [
+        "1", "1,2,3", "a,1", "1,b", "-1,2", "1,-2", "nan,1", "1,inf", "NaN,1", "1,", ",1", "1_0,2", "1;2",
+        "0x10,1", "1e,1", ".,1", "1e400,1",
+        "\u0661,2", "1,\u0662", "\uff11,2", "1,\uff12",  # Arabic-Indic and full-width digits
+        "\x1c1,2", "1,2\x1f", "1\x1d,2", "\x1e1,2",  # separators: Python's strip() takes them, Rust's trim() not
+    ],
+)  # fmt: skip
 def test_invalid_throttle_values_are_refused_and_not_stored(wire: Wire, value: str) -> None:
+    """SERVER.md §10.4, §16.2: each part is Rust-trimmed and parsed as a Rust f64 (ASCII digits)."""
     assert _set(wire, "throttle.t", value) == ErrorCode.INVALID_CONFIG_VALUE
     assert _get(wire, "throttle.t")["value"] == ""
 
 
-@pytest.mark.parametrize("value", ["1,2", " 1.5 , 2 ", "0,0", "1e3,5", "+1,2"])
+@pytest.mark.parametrize(
+    "value", ["1,2", " 1.5 , 2 ", "0,0", "1e3,5", "+1,2", "1.,.5", "1E+2,2", "\t1\n,\x0b2\x0c", "\u00a01,2\u3000"]
+)
 def test_valid_throttle_values(wire: Wire, value: str) -> None:
+    """Rust's ``str::trim`` strips Unicode White_Space (tabs, NBSP, ideographic space…)."""
     assert _set(wire, "throttle.t", value) == 0
     assert _get(wire, "throttle.t")["value"] == value
 
@@ -123,3 +133,17 @@ def test_lua_hook_reads_config_through_fila_get(broker: Broker, wire: Wire) -> N
     _set(wire, "fk", "from-config")
     wire.enqueue("q")
     assert wire.delivery()["fairness_key"] == "from-config"
+
+
+def test_buckets_refill_continuously(broker: Broker, wire: Wire) -> None:
+    """Deliberate difference (README): tokens are refilled whenever a bucket is looked at,
+    GetStats included; the server refills once per scheduler loop iteration, so 50 ms after
+    a delivery on an idle server its stats still show the tokens of that iteration."""
+    _throttled_queue(broker)
+    _set(wire, "throttle.t", "10,1")
+    wire.consume("q")
+    wire.enqueue("q", headers={"t": "t"})
+    wire.delivery()
+    time.sleep(0.05)
+    (b,) = wire.stats("q")["per_throttle_stats"]
+    assert 0.3 < b["tokens"] <= 1.0

@@ -143,6 +143,19 @@ class TestRedrive:
         wire.consume("q.dlq")
         assert wire.delivery()["message_id"] == dead[2]
 
+    def test_storage_order_puts_shorter_fairness_keys_first(self, broker: Broker, wire: Wire) -> None:
+        """SERVER.md §10.5 ([keys]): storage order is that of the message keys, where the
+        fairness key sits behind a 16-bit length, so "b" comes before "aa"."""
+        broker.create_queue("p", on_enqueue=lambda m: {"fairness_key": m["headers"]["k"]}, on_failure=_to_dlq)
+        ids = {k: wire.enqueue("p", headers={"k": k}) for k in ("aa", "b", "a")}
+        rid = wire.consume("p")
+        wire.nack("p", *[wire.delivery()["message_id"] for _ in range(3)])
+        wire.send_msg("CancelConsume", rid)
+        for _ in range(3):
+            assert wire.ok("RedriveRequest", {"dlq_queue": "p.dlq", "count": 1})["redriven"] == 1
+        wire.consume("p")
+        assert [wire.delivery()["message_id"] for _ in range(3)] == [ids["a"], ids["b"], ids["aa"]]
+
     def test_redrive_skips_leased_messages(self, wire: Wire, dead: list[str]) -> None:
         rid = wire.consume("q.dlq")
         leased = [wire.delivery()["message_id"] for _ in range(3)]

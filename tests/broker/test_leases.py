@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from fila.testing import Broker
 
 from .conftest import Clock, Wire, wait_until
@@ -66,3 +68,31 @@ def test_default_visibility_timeout_is_broker_wide(fila_broker_factory: Callable
         assert w.delivery(timeout=5)["attempt_count"] == 1
     finally:
         w.close()
+
+
+@pytest.mark.parametrize(
+    "timeout_ms",
+    [
+        17_000_000_000_000,  # now_ns + timeout × 10^6 passes 2**64: the expiry wraps into the past
+        2**64 // 10**6 + 1,  # the product itself wraps, to 448 µs
+        2**64 - 1,
+    ],
+)
+def test_huge_visibility_timeouts_overflow_like_the_server(wire: Wire, timeout_ms: int) -> None:
+    """SERVER.md §16.2: the server stamps a lease's expiry as now_ns + timeout_ms × 10^6 in
+    wrapping u64 arithmetic; from about 1.66e13 ms the lease expires at once and the
+    message comes back on every reclaim, with a rising attempt count."""
+    wire.create_queue("q", visibility_timeout_ms=timeout_ms)
+    wire.consume("q")
+    mid = wire.enqueue("q")
+    for attempt in range(3):
+        m = wire.delivery(timeout=5)
+        assert (m["message_id"], m["attempt_count"]) == (mid, attempt)
+
+
+def test_a_visibility_timeout_below_the_overflow_holds(wire: Wire) -> None:
+    wire.create_queue("q", visibility_timeout_ms=16_000_000_000_000)  # ~507 years
+    wire.consume("q")
+    wire.enqueue("q")
+    assert wire.delivery()["attempt_count"] == 0
+    wire.no_delivery(0.3)

@@ -13,7 +13,9 @@ from fila.testing import Broker
 
 from .conftest import Wire
 
-_BROKER = Broker(lease_check_interval=0.02)
+# Nagle off: the pipelined junk gets several answers, each of which would
+# otherwise wait ~40 ms for the client's delayed ACK (SERVER.md §16.1).
+_BROKER = Broker(lease_check_interval=0.02, nagle=False)
 
 opcodes = st.sampled_from([int(o) for o in Opcode] + [0x00, 0x06, 0x40, 0x77])
 

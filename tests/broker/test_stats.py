@@ -84,3 +84,20 @@ def test_cluster_simulation_fills_leader_fields(fila_broker_factory: Callable[..
         assert body["cluster_node_count"] == 1 and body["queues"][0]["leader_node_id"] == 3
     finally:
         w.close()
+
+
+def test_a_dlq_name_too_long_for_the_wire_closes_list_queues(connect: Callable[..., Wire]) -> None:
+    """SERVER.md §16.2: ``<name>.dlq`` of a 65,532-byte name is 65,536 bytes, more than a wire
+    string holds; the server's encoder panics and the connection closes with no frame.
+
+    Deliberate difference (README): DeleteQueue of that queue stops the server's scheduler
+    (its storage keys carry a 16-bit length); the double deletes it and keeps working."""
+    admin = connect()
+    name = "x" * 65_532
+    assert admin.create_queue(name)["error_code"] == 0
+    admin.send_msg("ListQueuesRequest", 99)
+    assert admin.assert_closed() == []
+    other = connect()
+    assert other.ok("DeleteQueueRequest", {"queue": name}) == {"error_code": 0}
+    other.create_queue("q")
+    assert [q["name"] for q in other.ok("ListQueuesRequest")["queues"]] == ["q", "q.dlq"]

@@ -142,7 +142,10 @@ def test_deliveries_are_routed_by_the_consume_request_id() -> None:
     assert frame.opcode == Opcode.CONSUME and frame.request_id == rid == c.consume_id
     assert decode_body("ConsumeRequest", frame.payload) == {"queue": "orders"}
     c.receive(delivery(rid, "m1") + delivery(rid + 1, "other") + delivery(rid, "m2", "m3"))
-    assert [[m.id for m in batch] for batch in got] == [["m1"], ["m2", "m3"]]
+    # One read's Deliveries reach on_delivery together, in order; another id's are dropped.
+    assert [[m.id for m in batch] for batch in got] == [["m1", "m2", "m3"]]
+    c.receive(delivery(rid, "m4"))
+    assert [m.id for m in got[1]] == ["m4"]
     assert got[0][0].queue == "q" and got[0][0].headers == {"h": "v"} and got[0][0].throttle_keys == []
 
 
