@@ -32,7 +32,8 @@ __all__ = ["BlockingWaiter", "SyncConnection", "Timers"]
 
 log = logging.getLogger("fila")
 
-_RECV_SIZE = 256 * 1024
+# Below glibc's mmap threshold (128 KiB): a larger buffer is mmapped and unmapped on every recv.
+_RECV_SIZE = 64 * 1024
 
 
 class Timers:
