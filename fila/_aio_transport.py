@@ -72,6 +72,7 @@ class AioConnection(asyncio.Protocol):
         self._ka_handle: asyncio.TimerHandle | None = None
         self.reading_paused = False
         self.malformed: DecodeError | None = None
+        self._ended: asyncio.Future[None] = loop.create_future()
 
     # --------------------------------------------------------- lifecycle
 
@@ -104,8 +105,10 @@ class AioConnection(asyncio.Protocol):
             conn.core.accept_handshake(frame)
         except FilaError as exc:
             conn.abort()
-            if conn.malformed is not None:
-                raise connect_failure(settings.address, conn.malformed, tls, settings.connect_timeout) from exc
+            # A malformed stream, or a HandshakeOk body that does not decode: ConnectError, as in the sync driver.
+            malformed = conn.malformed if conn.malformed is not None else exc if isinstance(exc, DecodeError) else None
+            if malformed is not None:
+                raise connect_failure(settings.address, malformed, tls, settings.connect_timeout) from exc
             if isinstance(exc, FilaConnectionError) and "closed the connection" in str(exc):
                 raise connect_failure(settings.address, exc, tls, settings.connect_timeout) from exc
             raise
@@ -152,6 +155,8 @@ class AioConnection(asyncio.Protocol):
         self.die(exc or ConnectionLostError(f"{self.settings.address} closed the connection"))
 
     def die(self, cause: BaseException) -> None:
+        if not self._ended.done():
+            self._ended.set_result(None)
         if self.dead:
             return
         self.dead = True
@@ -180,6 +185,25 @@ class AioConnection(asyncio.Protocol):
         self.flush()
         if self.transport is not None:
             self.transport.write(DISCONNECT_FRAME)
+        self.die(ConnectionLostError("closed"))
+
+    async def disconnect(self, linger: float) -> None:
+        """Send Disconnect, wait up to ``linger`` seconds for the server to close its end, then close.
+
+        The server unregisters the connection's consumer before it closes, so
+        what the client sends afterwards on other connections is ordered after
+        the unregister.
+        """
+        if self.dead:
+            return
+        self.closing = True
+        self.flush()
+        if self.transport is not None:
+            self.transport.write(DISCONNECT_FRAME)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._ended), linger)
+            except asyncio.TimeoutError:
+                pass
         self.die(ConnectionLostError("closed"))
 
     # ------------------------------------------------------------ writing

@@ -202,6 +202,7 @@ class SyncConnection:
         self._wlock = _thread.allocate_lock()
         self._wqueue: list[tuple[bytes, Any]] = []
         self._dead_lock = _thread.allocate_lock()
+        self._ended_event = threading.Event()
         self.dead = False
         self._ended = False
         self.closing = False
@@ -394,6 +395,7 @@ class SyncConnection:
             self.dead = True
         cause = self.core.end(cause, self.closing)
         self._shutdown()
+        self._ended_event.set()
 
     def _shutdown(self) -> None:
         sock = self._sock
@@ -408,8 +410,14 @@ class SyncConnection:
         except OSError:  # pragma: no cover
             pass
 
-    def close(self, send_disconnect: bool = True) -> None:
-        """Send Disconnect (best effort), close, fail what is pending with ClientClosedError."""
+    def close(self, send_disconnect: bool = True, linger: float = 0.0) -> None:
+        """Send Disconnect (best effort), close, fail what is pending with ClientClosedError.
+
+        With ``linger``, wait up to that long for the server to close its end
+        first (its reader must be running): the server unregisters the
+        connection's consumer before it closes, so what the client sends
+        afterwards on other connections is ordered after the unregister.
+        """
         if self.dead:
             return
         self.closing = True
@@ -418,6 +426,8 @@ class SyncConnection:
                 self.write(DISCONNECT_FRAME)
             except Exception:  # pragma: no cover
                 pass
+            if linger > 0:
+                self._ended_event.wait(linger)
         self.die(ConnectionLostError("closed"))
         t = self.thread
         if t is not None and t is not threading.current_thread():

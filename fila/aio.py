@@ -590,6 +590,8 @@ class _AioConsumerState:
     async def _subscribe_at(self, settings: Settings) -> AioConnection:
         conn = await AioConnection.open(settings, self._on_delivery)
         conn.after_receive = self._after_receive
+        # Learn the node id even if the Consume is refused: locating a leader relies on it.
+        self.sub.nodes.learned(settings.address, conn.core.node_id)
         try:
             rid, frame = conn.core.consume_frame(self.queue)
             answer = await conn.request(rid, frame, settings.request_timeout)
@@ -759,7 +761,9 @@ class _AioConsumerState:
                 task.cancel()
         conn = self.conn
         if conn is not None:
-            conn.close()
+            # Wait (briefly) for the server's close: it unregisters this consumer first, so a
+            # message enqueued after close() returns is never leased to it.
+            await conn.disconnect(2.0)
         self.buffer.messages.clear()
 
     def close_soon(self) -> None:

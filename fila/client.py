@@ -584,6 +584,8 @@ class _ConsumerState:
     def _subscribe_at(self, settings: Settings) -> SyncConnection:
         conn = SyncConnection(settings, self._on_delivery)
         conn.open()
+        # Learn the node id even if the Consume is refused: locating a leader relies on it.
+        self.sub.nodes.learned(settings.address, conn.core.node_id)
         try:
             rid, frame = conn.core.consume_frame(self.queue)
             waiter = BlockingWaiter()
@@ -757,7 +759,9 @@ class _ConsumerState:
         self.nacks.close(max(deadline - time.monotonic(), 0.0))
         conn = self.conn
         if conn is not None:
-            conn.close()
+            # Wait (briefly) for the server's close: it unregisters this consumer first, so a
+            # message enqueued after close() returns is never leased to it.
+            conn.close(linger=0.0 if in_reader else min(max(deadline - time.monotonic(), 0.1), 2.0))
         self.buffer.messages.clear()
         t = self.thread
         if t is not None and not in_reader:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -35,7 +36,19 @@ def _load_cython() -> tuple[ModuleType | None, str]:
 _CYTHON, _WHY_NOT = _load_cython()
 
 
+_DOUBLE_ONLY = tuple(Path(__file__).parent / d for d in ("broker",))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """tests/broker tests the double itself: it keeps the double when FILA_SERVER / FILA_SERVER_BIN are set."""
+    for item in items:
+        if any(item.path.is_relative_to(d) for d in _DOUBLE_ONLY):
+            item.add_marker(pytest.mark.fila_double)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # also registered by the fila.testing plugin; repeated here for runs where the plugin is not installed
+    config.addinivalue_line("markers", "fila_double: always use the in-process fila.testing Broker")
     if _expect_extensions() and (fila.CODEC_IMPLEMENTATION != "cython" or _CYTHON is None):
         raise pytest.UsageError(
             "FILA_EXPECT_EXTENSIONS=1 but the Cython codec is not active "

@@ -45,6 +45,10 @@ Deliberate differences from the real server:
   ``faults.drop_subscriptions``) is a simulation: with ``node_id`` set,
   stats report ``leader_node_id = node_id``, ``replication_count = 1`` and
   ``cluster_node_count = 1``; nothing is forwarded or replicated.
+  :class:`Cluster` (``fila.testing.cluster``; fixtures ``fila_cluster`` /
+  ``fila_cluster_factory``) is the multi-node double: n nodes over one
+  shared state, a leader per queue, forwarding, failover and the real
+  cluster's known defects; its module docstring lists what it simulates.
 * **Injected failures** (``faults.fail_next``) are checked before the
   request is decoded, so they win over InvalidFrame and Forbidden.
 * A bad frame (oversize, ``length < 6``, continuation error) closes the
@@ -60,6 +64,7 @@ out an :class:`ExternalServer` (``fila.testing.external``) instead.
 from __future__ import annotations
 
 from .broker import Broker, BrokerError
+from .cluster import Cluster
 from .external import ExternalServer, ExternalServerError
 from .faults import SCHEDULER_OPCODES, Faults
 from .hooks import lua_available
@@ -69,6 +74,7 @@ __all__ = [
     "SCHEDULER_OPCODES",
     "Broker",
     "BrokerError",
+    "Cluster",
     "ExternalServer",
     "ExternalServerError",
     "Faults",

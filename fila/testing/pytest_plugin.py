@@ -5,6 +5,9 @@
 * ``fila_broker_factory`` — call it with :class:`~fila.testing.Broker`
   keyword arguments to get more brokers (auth, TLS, cluster simulation …);
   all are stopped after the test.
+* ``fila_cluster`` — a started 3-node :class:`~fila.testing.Cluster` (the
+  cluster double), stopped after the test; ``fila_cluster_factory`` takes
+  its keyword arguments. Always in-process.
 * ``fila_test_pki`` — a throwaway CA, server and client certificates, as
   paths and as PEM bytes (:class:`~fila.testing.TestPKI`; session-scoped).
   It needs ``cryptography``: without it the test is skipped, or fails when
@@ -42,12 +45,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .cluster import Cluster
     from .tls import TestPKI
 
 
@@ -75,6 +79,37 @@ def fila_broker(fila_broker_factory: Callable[..., Broker]) -> Broker:
     process; see the module docstring.
     """
     return fila_broker_factory()
+
+
+@pytest.fixture
+def fila_cluster_factory() -> Iterator[Callable[..., Cluster]]:
+    """A factory of started cluster doubles: ``fila_cluster_factory(n=3, failover_delay=0.5, ...)``.
+
+    Takes :class:`~fila.testing.Cluster` keyword arguments; every cluster is
+    stopped after the test. Always the in-process double (``FILA_SERVER`` /
+    ``FILA_SERVER_BIN`` do not apply).
+    """
+    from .cluster import Cluster
+
+    started: list[Cluster] = []
+
+    def make(**options: Any) -> Cluster:
+        cluster = Cluster(**options).start()
+        started.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in reversed(started):
+        cluster.stop()
+
+
+@pytest.fixture
+def fila_cluster(fila_cluster_factory: Callable[..., Cluster]) -> Cluster:
+    """A started 3-node :class:`~fila.testing.Cluster` with the real server's defaults.
+
+    Point a client at ``fila_cluster.address`` (every node, comma-separated).
+    """
+    return fila_cluster_factory()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -150,7 +150,7 @@ def test_not_leader_with_and_without_leader_addr(fila_broker_factory: Callable[.
         }
         follower.faults.not_leader()
         assert w.error("ConsumeRequest", {"queue": "q"})["metadata"] == {}
-        follower.faults.not_leader("10.9.9.9:5555", queue="other")
+        follower.faults.not_leader("127.0.0.1:9", queue="other")
         w.consume("q")  # only "other" is redirected
         follower.faults.clear_not_leader()
         w.consume("other")

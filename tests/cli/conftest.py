@@ -1,4 +1,8 @@
-"""Module-scoped brokers for the command-line tests (helpers: ``cli_helpers``)."""
+"""Module-scoped brokers for the command-line tests (helpers: ``cli_helpers``).
+
+With ``FILA_SERVER`` / ``FILA_SERVER_BIN`` set, ``broker`` is a real server
+(``fila.testing.external``), one per module.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,14 @@ from collections.abc import Iterator
 import pytest
 
 from fila.testing import Broker
+from fila.testing.external import BrokerFactory
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[Broker]:
+def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
     """One plain broker for a whole test module."""
-    b = Broker()
-    b.start()
+    factory = BrokerFactory(double=request.node.get_closest_marker("fila_double") is not None)
     try:
-        yield b
+        yield factory()
     finally:
-        b.stop()
+        factory.close()

@@ -1,4 +1,10 @@
-"""Fixtures for the client suites: test brokers over real TCP, certificates, async runner."""
+"""Fixtures for the client suites: test brokers over real TCP, certificates, async runner.
+
+``FILA_SERVER=host:port`` or ``FILA_SERVER_BIN=/path/to/fila-server`` run the
+suite against a real server (``fila.testing.external``): tests that need the
+double's fault injection or internals, or a broker the server cannot be
+configured as, are skipped with the reason.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +14,15 @@ from typing import Any
 import pytest
 
 from fila.testing import Broker
+from fila.testing.external import BrokerFactory
 
 
 @pytest.fixture
-def broker_factory() -> Iterator[Callable[..., Broker]]:
+def broker_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Broker]]:
     """Started brokers, stopped at the end of the test: ``broker_factory(api_key="k")``."""
-    brokers: list[Broker] = []
-
-    def make(**options: Any) -> Broker:
-        b = Broker(**options)
-        b.start()
-        brokers.append(b)
-        return b
-
-    yield make
-    for b in reversed(brokers):
-        b.stop()
+    factory = BrokerFactory(double=request.node.get_closest_marker("fila_double") is not None)
+    yield factory
+    factory.close()
 
 
 @pytest.fixture

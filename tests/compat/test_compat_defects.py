@@ -522,18 +522,43 @@ def test_d8_batch_failure_class_does_not_depend_on_batch_size(broker: Broker, ad
     assert {type(e) for e in errors} == {type(single.value)} == {E.InternalServerError}
 
 
-def test_d8_leader_addr_kept_on_the_accumulated_path(fake_server: Any) -> None:
+def test_d8_leader_hint_followed_on_the_accumulated_path(fake_server: Any, broker: Broker, addr: str) -> None:
+    # 0.3.0 lost leader_addr on the accumulated path and never followed it. Now a NotLeader
+    # hint sends the batch again at the leader: every future resolves to an id stored there.
+    broker.create_queue("q")
+
     def respond(op: int, rid: int, payload: bytes) -> bytes | None:
         if op == Opcode.ENQUEUE:
-            return error_frame(rid, ErrorCode.NOT_LEADER, "not the leader", {"leader_addr": "10.9.9.9:5555"})
+            return error_frame(rid, ErrorCode.NOT_LEADER, "not the leader", {"leader_addr": addr})
         return None
 
     s = fake_server(respond)
     with fila.Client(s.address, accumulator_mode=fila.Linger(20, 10)) as c:
         futures = [c.enqueue_nowait("q", None, b"x") for _ in range(3)]
+        assert all(isinstance(f.result(10), str) for f in futures)
+    assert broker.stats("q")["depth"] == 3
+
+
+def test_d8_leader_addr_kept_when_the_hint_leads_nowhere(fake_server: Any) -> None:
+    # Two peers that each name the other as leader: the hint is followed once, then the
+    # NotLeaderError reaches every caller with its leader_addr (0.3.0 dropped it).
+    hints: dict[str, str] = {}
+
+    def make(name: str) -> Any:
+        def respond(op: int, rid: int, payload: bytes) -> bytes | None:
+            if op == Opcode.ENQUEUE:
+                return error_frame(rid, ErrorCode.NOT_LEADER, "not the leader", {"leader_addr": hints[name]})
+            return None
+
+        return fake_server(respond)
+
+    a, b = make("a"), make("b")
+    hints["a"], hints["b"] = b.address, a.address
+    with fila.Client(a.address, accumulator_mode=fila.Linger(20, 10)) as c:
+        futures = [c.enqueue_nowait("q", None, b"x") for _ in range(3)]
         for f in futures:
             err = f.exception(10)
-            assert isinstance(err, fila.NotLeaderError) and err.leader_addr == "10.9.9.9:5555"
+            assert isinstance(err, fila.NotLeaderError) and err.leader_addr == a.address
 
 
 def test_d8_async_enqueue_after_close(addr: str) -> None:
