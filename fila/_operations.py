@@ -37,6 +37,7 @@ from .types import (
     QueueInfo,
     StatsResult,
     ThrottleKeyStat,
+    stored,
 )
 
 __all__ = [
@@ -343,6 +344,10 @@ def check_enqueue(queue: Any, headers: Any, payload: Any) -> None:
 
 def enqueue_item(message: Any) -> tuple[str, Any, Any]:
     """A checked ``(queue, headers, payload)`` of ``enqueue_many``."""
+    if type(message) is tuple and len(message) == 3:  # once per message: the common case first
+        queue, headers, payload = message
+        if type(queue) is str and type(payload) is bytes and (headers is None or type(headers) is dict):
+            return message
     if not isinstance(message, (tuple, list)) or len(message) != 3:
         raise TypeError(f"a message of enqueue_many is a (queue, headers, payload) tuple, got {message!r}")
     queue, headers, payload = message
@@ -392,7 +397,7 @@ def enqueue_results(items: list[Any], outcomes: list[Any]) -> list[EnqueueResult
         if type(out) is not tuple:
             append(EnqueueResult.failed(out))
         elif out[0] == _OK:
-            append(EnqueueResult(out[1], None))
+            append(stored(out[1]))
         else:
             append(EnqueueResult.failed(item_error(ENQUEUE, item, out[0], out[1])))
     return result
