@@ -316,7 +316,7 @@ class Connection(asyncio.Protocol):
     def send(self, data: bytes, opcode: int) -> None:
         """Write one frame now, as a write of its own (the server flushes after each frame)."""
         t = self.transport
-        if self.closed or t is None:
+        if self.closed or t is None or t.is_closing():  # (closing: a write already failed)
             return
         if self.faults.write_armed:
             action = self.faults.on_write(opcode)
