@@ -71,15 +71,18 @@ DEFAULT_RECONNECT_MAX = 5.0
 DEFAULT_LEADER_CHECK_INTERVAL = 2.0
 #: How long a new queue's Raft group may be missing on a node before Consume's QueueNotFound is final.
 RAFT_GROUP_GRACE = 5.0
+#: How long a subscription must last before losing it stops counting as a failed resubscribe.
+STABLE_AFTER = 5.0
 #: Leader redirects followed for one subscribe before giving up.
 MAX_REDIRECTS = 5
 #: Failed resubscribes in a row before each further failure is logged at WARNING.
 WARN_AFTER_FAILURES = 5
 
-# The server may push one frame larger than its own 16 MiB limit (a Delivery
-# of a message that arrived as continuations), so the client accepts any size
-# a u32 can state when reading; it honours the negotiated limit when writing.
-RECEIVE_LIMIT = 0xFFFF_FFFF
+#: The largest frame (or reassembled body) a client accepts by default. The server may push one
+#: frame larger than its own 16 MiB limit (a Delivery of a message that arrived as
+#: continuations), so this is larger; ``max_receive_size=`` changes it. Writes honour the
+#: negotiated 16 MiB.
+DEFAULT_MAX_RECEIVE_SIZE = 256 * 1024 * 1024
 
 _MAX_ID = 0xFFFF_FFFF
 _DELIVERY = int(Opcode.DELIVERY)
@@ -184,6 +187,7 @@ class Settings:
         "keepalive_interval",
         "keepalive_timeout",
         "leader_check_interval",
+        "max_receive_size",
         "nodes",
         "port",
         "reconnect_initial",
@@ -210,7 +214,10 @@ class Settings:
         cluster_batching: bool = False,
         leader_check_interval: float | None = DEFAULT_LEADER_CHECK_INTERVAL,
         resubscribe_attempts: int | None = None,
+        max_receive_size: int = DEFAULT_MAX_RECEIVE_SIZE,
     ) -> None:
+        if isinstance(max_receive_size, bool) or not isinstance(max_receive_size, int) or max_receive_size < 1024:
+            raise ValueError(f"max_receive_size must be an int of at least 1024 bytes, got {max_receive_size!r}")
         if api_key is not None and not isinstance(api_key, str):
             raise TypeError(f"api_key must be a str or None, got {type(api_key).__name__}")
         for name, value in (
@@ -236,6 +243,7 @@ class Settings:
         self.nodes = tuple(parse_addresses(addr))
         self.host, self.port = parse_address(self.nodes[0])
         self.cluster_batching = bool(cluster_batching)
+        self.max_receive_size = max_receive_size
         self.leader_check_interval = None if leader_check_interval is None else float(leader_check_interval)
         self.resubscribe_attempts = resubscribe_attempts
         self._api_key = api_key
@@ -406,7 +414,12 @@ class ConnectionCore:
         from .protocol import FrameReader  # the codec loads with the first connection, not with fila.errors
 
         # With a subscription, each Delivery is decoded in the loop that splits the frames.
-        self.reader = FrameReader(RECEIVE_LIMIT, decode_deliveries=on_delivery is not None)
+        limit = settings.max_receive_size
+        self.reader = FrameReader(
+            min(limit, 0xFFFF_FFFF),
+            max_reassembled_size=limit,
+            decode_deliveries=on_delivery is not None,
+        )
         self.address = settings.address
         self.pending: dict[int, Waiter] = {}
         self._ids = itertools.count(1)
@@ -789,6 +802,7 @@ class Subscription:
     """
 
     __slots__ = (
+        "_active_since",
         "_grace_until",
         "_redirects",
         "_seen",
@@ -813,22 +827,31 @@ class Subscription:
         self.failures = 0
         self._redirects = 0
         self._grace_until: float | None = None
+        self._active_since: float | None = None
         self._seen = -1
         self.state = "subscribing"
 
-    def subscribed(self, node_id: int = 0) -> bool:
-        """The Consume was accepted (by ``node_id``); False if the consumer was closed meanwhile."""
+    def subscribed(self, node_id: int = 0, now: float | None = None) -> bool:
+        """The Consume was accepted (by ``node_id``, at ``now``); False if the consumer was closed meanwhile.
+
+        Failures and backoff are reset by a subscription that lasts
+        :data:`STABLE_AFTER` seconds (see :meth:`lost`), not by the mere
+        ConsumeOk: a server that accepts every Consume and then breaks the
+        stream must still exhaust ``resubscribe_attempts``.
+        """
         if self.state == "closed":
             return False
         self.nodes.learned(self.target.address, node_id)
         if self.state == "resubscribing":
             self.emit("resubscribed", self.target.address, self.queue)
+        else:
+            self.failures = 0
+            self.backoff.reset()
         self.state = "active"
         self.deadline = None
-        self.failures = 0
         self._redirects = 0
         self._grace_until = None
-        self.backoff.reset()
+        self._active_since = now
         log.debug("subscribed to %r at %s", self.queue, self.target.address)
         return True
 
@@ -884,8 +907,21 @@ class Subscription:
             return Decision("fail", error=ClientClosedError("the consumer is closed"))
         self.state = "resubscribing"
         self.emit("subscription_lost", self.target.address, self.queue, cause)
+        since = self._active_since
+        if since is None or now - since >= STABLE_AFTER:
+            self.failures = 0  # it served a while: a fresh start
+            self.backoff.reset()
+        else:
+            self.failures += 1  # lost right after subscribing: counts toward resubscribe_attempts
+            limit = self.target.resubscribe_attempts
+            if limit is not None and self.failures > limit:
+                return self._fail(cause)
         if leader_node_id:
             target = self.nodes.of(leader_node_id)
+            if target is None:
+                # The new leader is a listed node not met yet: try those (not the node that dropped us).
+                unknown = self.nodes.unknown()
+                target = self.nodes.at(unknown[0]) if unknown else None
             if target is not None:
                 self.target = target
                 return Decision("subscribe", 0.0, target)

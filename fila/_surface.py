@@ -25,6 +25,7 @@ from ._core import (
     DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_LEADER_CHECK_INTERVAL,
+    DEFAULT_MAX_RECEIVE_SIZE,
     DEFAULT_RECONNECT_INITIAL,
     DEFAULT_RECONNECT_MAX,
     DEFAULT_REQUEST_TIMEOUT,
@@ -74,7 +75,10 @@ class ClientBase:
     once the servers are fixed), ``leader_check_interval`` (how often an idle
     consumer checks that its node still leads the queue; None: never),
     ``resubscribe_attempts`` (failed resubscribes in a row before a consumer
-    gives up and its iterator raises; None: never).
+    gives up and its iterator raises; None: never). ``max_receive_size``
+    caps what a server can make the client hold for one frame or one
+    reassembled body (256 MiB by default); a larger one closes the connection
+    with a ProtocolError.
     """
 
     _conn: Any
@@ -101,6 +105,7 @@ class ClientBase:
         cluster_batching: bool = False,
         leader_check_interval: float | None = DEFAULT_LEADER_CHECK_INTERVAL,
         resubscribe_attempts: int | None = None,
+        max_receive_size: int = DEFAULT_MAX_RECEIVE_SIZE,
     ) -> None:
         if on_event is not None and not callable(on_event):
             raise TypeError(f"on_event must be callable, got {type(on_event).__name__}")
@@ -123,6 +128,7 @@ class ClientBase:
             cluster_batching=cluster_batching,
             leader_check_interval=leader_check_interval,
             resubscribe_attempts=resubscribe_attempts,
+            max_receive_size=max_receive_size,
         )
         self._nodes = Nodes(self._origin)
         self._settings = self._origin

@@ -582,7 +582,7 @@ class _AioConsumerState:
             except Exception as exc:
                 decision = self.sub.refused(exc, time.monotonic())
                 continue
-            if self.sub.subscribed(conn.core.node_id):
+            if self.sub.subscribed(conn.core.node_id, time.monotonic()):
                 return conn
             conn.close()  # the consumer was closed meanwhile
             return None

@@ -576,7 +576,7 @@ class _ConsumerState:
             except Exception as exc:
                 decision = self.sub.refused(exc, time.monotonic())
             else:
-                if self.sub.subscribed(conn.core.node_id):
+                if self.sub.subscribed(conn.core.node_id, time.monotonic()):
                     return conn
                 conn.close()  # the consumer was closed meanwhile
                 return None

@@ -7,7 +7,16 @@ import random
 
 import pytest
 
-from fila._core import MAX_REDIRECTS, RAFT_GROUP_GRACE, WARN_AFTER_FAILURES, Decision, Nodes, Settings, Subscription
+from fila._core import (
+    MAX_REDIRECTS,
+    RAFT_GROUP_GRACE,
+    STABLE_AFTER,
+    WARN_AFTER_FAILURES,
+    Decision,
+    Nodes,
+    Settings,
+    Subscription,
+)
 from fila.errors import (
     ChannelFullError,
     ClientClosedError,
@@ -295,3 +304,28 @@ def test_events_are_emitted_for_redirect_loss_resubscribe_and_failure() -> None:
         "consumer_failed",
     ]
     assert all(e[1] == "10.0.0.2:5555" and e[2] == "orders" for e in events)
+
+
+def test_a_subscription_lost_at_once_counts_as_a_failed_attempt() -> None:
+    # A server that accepts every Consume and then breaks the stream: each loss within STABLE_AFTER
+    # of the ConsumeOk counts toward resubscribe_attempts, so the consumer gives up instead of
+    # resubscribing forever (this fails if subscribed() resets the count again).
+    sub = new(resubscribe_attempts=2)
+    assert sub.subscribed(now=0.0)
+    decisions = []
+    for t in (0.1, 0.2, 0.3):
+        d = sub.lost(ConnectionLostError("garbage"), now=t)
+        decisions.append(d.action)
+        if d.action == "subscribe":
+            assert sub.subscribed(now=t)
+    assert decisions == ["subscribe", "subscribe", "fail"]
+
+
+def test_a_subscription_that_served_a_while_starts_afresh_when_lost() -> None:
+    sub = new(resubscribe_attempts=1)
+    assert sub.subscribed(now=0.0)
+    assert sub.lost(ConnectionLostError("blip"), now=0.1).action == "subscribe"  # failure 1 of 1
+    assert sub.subscribed(now=0.2)
+    # Up for longer than STABLE_AFTER: the next loss resets the count (and the backoff).
+    d = sub.lost(ConnectionLostError("later"), now=0.2 + STABLE_AFTER)
+    assert d.action == "subscribe" and sub.failures == 0 and d.delay <= origin(sub).reconnect_initial

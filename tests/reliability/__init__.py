@@ -1,0 +1,1 @@
+"""Reliability suite: faults, hostile peers, load, leaks, security, observability (see README-reliability)."""
