@@ -77,6 +77,19 @@ def _pure_only(reason: str) -> list[Extension]:
     return []
 
 
+CONSTANTS_GENERATOR = HERE / "scripts" / "gen-pxd"
+
+
+def refresh_constants_pxd() -> None:
+    """Regenerate ``fila/_speedups/_constants.pxd`` from ``fila/protocol/constants.py``.
+
+    The .pxd is checked in (and shipped in the sdist); this keeps a build from
+    ever compiling stale constants. Without the generator the shipped file is used.
+    """
+    if CONSTANTS_GENERATOR.is_file():
+        runpy.run_path(str(CONSTANTS_GENERATOR))["write"]()
+
+
 def extensions() -> list[Extension]:
     if NO_EXTENSIONS:
         return []
@@ -86,6 +99,7 @@ def extensions() -> list[Extension]:
         from Cython.Build import cythonize
     except ImportError:
         return _pure_only("Cython is not installed")
+    refresh_constants_pxd()
     exts = [
         Extension(
             "fila._speedups._codec",

@@ -34,9 +34,9 @@ def _enqueue(count: int, size: int, with_headers: bool) -> Workload:
     return make
 
 
-def _messages(count: int, size: int) -> list[pure.Message]:
+def _messages(count: int, size: int) -> list[pure.ConsumeMessage]:
     return [
-        pure.Message(_message_id(i), "orders", _headers(i), b"p" * size, "tenant-42", 1, ("tenant-42",), 1, 0, 0)
+        pure.ConsumeMessage(_message_id(i), _headers(i), b"p" * size, "tenant-42", 1, "orders", 1, ["tenant-42"], 0, 0)
         for i in range(count)
     ]
 

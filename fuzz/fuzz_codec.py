@@ -11,6 +11,7 @@ Run: ``python fuzz/fuzz_codec.py [corpus_dir] [-max_total_time=60]``.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -20,7 +21,6 @@ with atheris.instrument_imports():
     from fila.protocol import pure
 
 import fila._speedups._codec as cy
-
 from fila.errors import DecodeError
 
 DECODERS = ("decode_delivery", "decode_enqueue_result", "decode_ack_result", "decode_nack_result")
@@ -28,8 +28,8 @@ DECODERS = ("decode_delivery", "decode_enqueue_result", "decode_ack_result", "de
 
 def _normal(value: Any) -> Any:
     name = type(value).__name__
-    if name == "Message":
-        return ("M", value.as_tuple())
+    if name == "ConsumeMessage":
+        return ("M", dataclasses.astuple(value))
     if name == "Frame":
         return ("F", value.opcode, value.flags, value.request_id, value.payload, _normal(value.messages))
     if isinstance(value, list):

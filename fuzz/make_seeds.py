@@ -9,7 +9,7 @@ from fila.protocol import pure
 
 
 def seeds() -> list[bytes]:
-    msg = pure.Message("id-1", "orders", {"k": "v", "é": "日本"}, b"payload", "tenant", 3, ("t1", "t2"), 2, 5, 6)
+    msg = pure.ConsumeMessage("id-1", {"k": "v", "é": "日本"}, b"payload", "tenant", 2, "orders", 3, ["t1", "t2"], 5, 6)
     delivery = pure.encode_delivery(7, [msg, msg])
     result = pure.encode_enqueue_result(1, [(0, "id-1"), (9, "")])
     ack = pure.encode_ack_result(1, [0, 1, 0x42])

@@ -1,15 +1,22 @@
-"""Differential tests: the compiled twin against the pure reference, byte for byte.
+"""Differential tests: the compiled twin against the pure reference, byte for byte,
+and both hot paths against the body table of :mod:`fila.protocol.messages`.
 
 Random valid inputs must encode to identical bytes; random, truncated and
 corrupted payloads must decode to equal values or fail with the same
 exception type and message; any chunking of a frame stream must come out of
-both frame readers as the same frames.
+both frame readers as the same frames. The hot-path functions are the only
+hand-written copies of a body layout: each must agree with the generic codec
+on the same inputs. The compiled twin's constants must be generated from
+:mod:`fila.protocol.constants`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import runpy
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -17,16 +24,17 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from fila.protocol import messages as table
 from fila.protocol import pure
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def normalize(value: Any) -> Any:
-    """A twin-independent form of a codec result (Message and Frame become tuples)."""
+    """A twin-independent form of a codec result (ConsumeMessage and Frame become tuples)."""
     name = type(value).__name__
-    if name == "Message":
-        return ("Message", tuple(normalize(v) for v in value.as_tuple()))
+    if name == "ConsumeMessage":
+        return (name, tuple(normalize(getattr(value, f.name)) for f in dataclasses.fields(value)))
     if name == "Frame":
         return ("Frame", value.opcode, value.flags, value.request_id, value.payload, normalize(value.messages))
     if isinstance(value, (list, tuple)):
@@ -62,21 +70,26 @@ ack_items = st.lists(st.tuples(texts, texts), max_size=8)
 nack_items = st.lists(st.tuples(texts, texts, texts), max_size=8)
 
 messages = st.builds(
-    pure.Message,
-    texts,
+    pure.ConsumeMessage,
     texts,
     st.dictionaries(texts, texts, max_size=3),
     st.binary(max_size=40),
     texts,
     st.integers(0, 0xFFFFFFFF),
-    st.lists(texts, max_size=3).map(tuple),
+    texts,
     st.integers(0, 0xFFFFFFFF),
+    st.lists(texts, max_size=3),
     st.integers(0, 2**64 - 1),
     st.integers(0, 2**64 - 1),
 )
+# Delivery batches where the queue and the fairness key, weight and throttle
+# keys repeat (the decoders reuse repeated sections: they must still be right)
+repeating = st.tuples(messages, st.lists(st.tuples(texts, st.binary(max_size=8)), min_size=1, max_size=4)).map(
+    lambda t: [dataclasses.replace(t[0], id=i, payload=p) for i, p in t[1]]
+)
 
 
-def delivery_payload(msgs: list[pure.Message]) -> bytes:
+def delivery_payload(msgs: list[pure.ConsumeMessage]) -> bytes:
     return pure.encode_delivery(1, msgs)[10:]
 
 
@@ -91,6 +104,7 @@ def codes_payload(codes: list[int]) -> bytes:
 DECODERS = ["decode_delivery", "decode_enqueue_result", "decode_ack_result", "decode_nack_result"]
 valid_payloads = st.one_of(
     st.lists(messages, max_size=3).map(lambda m: ("decode_delivery", delivery_payload(m))),
+    repeating.map(lambda m: ("decode_delivery", delivery_payload(m))),
     st.lists(st.tuples(st.integers(0, 255), texts), max_size=4).map(
         lambda r: ("decode_enqueue_result", enqueue_result_payload(r))
     ),
@@ -235,7 +249,9 @@ def test_decode_every_prefix_and_corruption(cython_codec: ModuleType, case: tupl
 
 @SETTINGS
 @given(st.lists(messages, min_size=1, max_size=3), st.data())
-def test_decode_delivery_invalid_utf8(cython_codec: ModuleType, msgs: list[pure.Message], data: st.DataObject) -> None:
+def test_decode_delivery_invalid_utf8(
+    cython_codec: ModuleType, msgs: list[pure.ConsumeMessage], data: st.DataObject
+) -> None:
     payload = bytearray(delivery_payload(msgs))
     index = data.draw(st.integers(0, len(payload) - 1))
     payload[index : index + 1] = data.draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xe2\x82"]))
@@ -344,38 +360,121 @@ def test_frame_reader_options_identical(cython_codec: ModuleType, kwargs: dict[s
     assert expected[0] == "error"
 
 
-# ---------------------------------------------------------------------- Reader
+# ------------------------------------------------------- the table of layouts
+# Each hot-path function is a hand-written copy of one layout of
+# fila.protocol.messages; here each must agree with the generic codec.
 
-READS = [
-    ("read_u8", ()),
-    ("read_u16", ()),
-    ("read_u32", ("field",)),
-    ("read_u64", ()),
-    ("read_i64", ()),
-    ("read_f64", ()),
-    ("read_bool", ()),
-    ("read_error_code", ()),
-    ("read_count", ("n",)),
-    ("read_string", ("name",)),
-    ("read_optional_string", ()),
-    ("read_bytes", ()),
-    ("read_string_map", ("headers",)),
-    ("read_string_list", ()),
-]
+DELIVERY_ITEM = [f.name for f in table.BODY_TYPES["DeliveryBatch"].fields[0].items]
+ATTRIBUTE = {"message_id": "id"}  # wire name -> ConsumeMessage field, where they differ
+
+
+def as_table_message(msg: Any) -> dict[str, Any]:
+    """A message as the generic codec's DeliveryBatch item (in wire order)."""
+    return {name: getattr(msg, ATTRIBUTE.get(name, name)) for name in DELIVERY_ITEM}
+
+
+def agree(hot: Callable[..., Any], generic: Callable[..., Any], *args: Any) -> tuple[Any, ...]:
+    """Both give the same result (generic's form) or fail the same way."""
+    got, want = outcome(hot, *args), outcome(generic, *args)
+    assert got == want, f"{hot.__qualname__}: hot path {got!r} != table {want!r}"
+    return want
+
+
+def table_decoder(type_name: str, convert: Callable[[dict[str, Any]], Any]) -> Callable[[Any], Any]:
+    return lambda payload: convert(table.decode_body(type_name, payload))
+
+
+TABLE_DECODERS = {
+    "decode_delivery": table_decoder("DeliveryBatch", lambda b: b["messages"]),
+    "decode_enqueue_result": table_decoder(
+        "EnqueueResponse", lambda b: [(r["error_code"], r["message_id"]) for r in b["results"]]
+    ),
+    "decode_ack_result": table_decoder("AckResponse", lambda b: [r["error_code"] for r in b["results"]]),
+    "decode_nack_result": table_decoder("NackResponse", lambda b: [r["error_code"] for r in b["results"]]),
+    "decode_enqueue": table_decoder(
+        "EnqueueRequest", lambda b: [(m["queue"], m["headers"], m["payload"]) for m in b["messages"]]
+    ),
+    "decode_ack": table_decoder("AckRequest", lambda b: [(i["queue"], i["message_id"]) for i in b["items"]]),
+    "decode_nack": table_decoder(
+        "NackRequest", lambda b: [(i["queue"], i["message_id"], i["error"]) for i in b["items"]]
+    ),
+}
+
+
+def hot_decoder(codec: ModuleType, name: str) -> Callable[[Any], Any]:
+    fn = getattr(codec, name)
+    if name == "decode_delivery":
+        return lambda payload: [as_table_message(m) for m in fn(payload)]
+    return fn  # type: ignore[no-any-return]
+
+
+table_payloads = st.one_of(
+    valid_payloads,
+    st.lists(st.tuples(texts, headers, st.binary(max_size=20)), max_size=3).map(
+        lambda items: ("decode_enqueue", pure.encode_enqueue(1, items)[10:])
+    ),
+    ack_items.map(lambda items: ("decode_ack", pure.encode_ack(1, items)[10:])),
+    nack_items.map(lambda items: ("decode_nack", pure.encode_nack(1, items)[10:])),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(table_payloads, st.data())
+def test_decoders_agree_with_the_table(codec: ModuleType, case: tuple[str, bytes], data: st.DataObject) -> None:
+    name, payload = case
+    if name in ("decode_enqueue", "decode_ack", "decode_nack"):
+        codec = pure  # the server side exists in the pure twin only
+    hot, generic = hot_decoder(codec, name), TABLE_DECODERS[name]
+    assert agree(hot, generic, payload)[0] == "ok"
+    cut = data.draw(st.integers(0, max(0, len(payload) - 1)))
+    agree(hot, generic, payload[:cut])
+    if payload:
+        corrupted = bytearray(payload)
+        corrupted[data.draw(st.integers(0, len(payload) - 1))] = data.draw(st.sampled_from([0x00, 0xFF, 0x80, 0xC3]))
+        agree(hot, generic, bytes(corrupted))
 
 
 @SETTINGS
-@given(st.binary(max_size=40), st.lists(st.sampled_from(range(len(READS))), max_size=8))
-def test_reader_primitives_identical(cython_codec: ModuleType, data: bytes, plan: list[int]) -> None:
-    readers = [pure.Reader(data), cython_codec.Reader(data)]
-    for step in plan:
-        method, args = READS[step]
-        results = [outcome(getattr(r, method), *args) for r in readers]
-        if results[0][0] == "ok" and method == "read_f64" and results[0][1][1] != results[0][1][1]:
-            assert results[1][1][1] != results[1][1][1]  # NaN
-        else:
-            assert results[1] == results[0], method
-        assert [r.pos for r in readers] == [readers[0].pos] * 2
-        assert readers[1].remaining == readers[0].remaining
-        if results[0][0] == "error":
-            break
+@given(request_ids, enqueue_items, ack_items, nack_items, frame_sizes)
+def test_encoders_agree_with_the_table(
+    codec: ModuleType, rid: int, enqueue: list[Any], acks: list[Any], nacks: list[Any], mfs: int
+) -> None:
+    def frame(type_name: str, body: dict[str, Any]) -> bytes:
+        return table.encode_message(type_name, rid, body, max_frame_size=mfs)
+
+    msgs = [{"queue": q, "headers": h, "payload": p} for q, h, p in enqueue]
+    assert codec.encode_enqueue(rid, enqueue, mfs) == frame("EnqueueRequest", {"messages": msgs})
+    assert codec.encode_ack(rid, acks, mfs) == frame(
+        "AckRequest", {"items": [{"queue": q, "message_id": i} for q, i in acks]}
+    )
+    assert codec.encode_nack(rid, nacks, mfs) == frame(
+        "NackRequest", {"items": [{"queue": q, "message_id": i, "error": e} for q, i, e in nacks]}
+    )
+
+
+@SETTINGS
+@given(request_ids, st.lists(messages, max_size=3), st.lists(st.tuples(st.integers(0, 255), texts), max_size=4))
+def test_server_side_encoders_agree_with_the_table(rid: int, msgs: list[Any], results: list[Any]) -> None:
+    items = [as_table_message(m) for m in msgs]
+    assert pure.encode_delivery(rid, msgs) == table.encode_message("DeliveryBatch", rid, {"messages": items})
+    assert pure.encode_enqueue_result(rid, results) == table.encode_message(
+        "EnqueueResponse", rid, {"results": [{"error_code": c, "message_id": i} for c, i in results]}
+    )
+    codes = [c for c, _ in results]
+    for name, type_name in (("encode_ack_result", "AckResponse"), ("encode_nack_result", "NackResponse")):
+        assert getattr(pure, name)(rid, codes) == table.encode_message(
+            type_name, rid, {"results": [{"error_code": c} for c in codes]}
+        )
+
+
+# ------------------------------------------------------------------ constants
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERATOR = ROOT / "scripts" / "gen-pxd"
+PXD = ROOT / "fila" / "_speedups" / "_constants.pxd"
+
+
+@pytest.mark.skipif(not (GENERATOR.is_file() and PXD.is_file()), reason="needs the source tree (scripts/gen-pxd)")
+def test_constants_pxd_is_generated_from_constants_py() -> None:
+    expected = runpy.run_path(str(GENERATOR))["render"]()
+    assert PXD.read_text(encoding="utf-8") == expected, "fila/_speedups/_constants.pxd is stale: run scripts/gen-pxd"

@@ -1,23 +1,25 @@
 # cython: language_level=3, freethreading_compatible=True, embedsignature=True
-"""The Cython twin of the FIBP hot path (see :mod:`fila.protocol.pure`, the reference).
+"""The Cython twin of the FIBP hot path (:mod:`fila.protocol.pure` is the reference).
 
 Same names, signatures, return values, exception types and messages as the
-pure twin; every failure is built by :mod:`fila.protocol._failures`. Reads go
-through a ``{buf, len, pos}`` reader with a bounds check before each load;
-big-endian integers are loaded with ``memcpy`` and a byte swap; strings are
-decoded strictly straight from the input buffer (ASCII: checked a word at a
-time, then ``PyUnicode_New`` + copy). Encoders size the frame first, allocate
+pure twin; every failure is built by :mod:`fila.protocol._failures`; the
+protocol constants are typed C constants from ``_constants.pxd``, generated
+from :mod:`fila.protocol.constants`. Reads go through a ``{buf, len, pos}``
+reader with a bounds check before each load; big-endian integers are loaded
+with ``memcpy`` and a byte swap; strings are decoded strictly straight from
+the input buffer (ASCII: checked a word at a time, then ``PyUnicode_New`` +
+copy). Encoders size the frame first, allocate
 one ``bytes`` and write through its pointer; Enqueue walks each headers dict
 once (into a scratch buffer) and copies every payload exactly once.
 
 No module-level mutable state: repeated strings (queue, header keys and
 values, fairness key, throttle keys) are reused through a small hash table
 keyed by their raw bytes, and a Delivery message's fairness key, weight and
-throttle_keys tuple are reused whole when their bytes equal the previous
-message's. That cache lives on the stack of one ``decode_delivery`` call, or
-inside one ``FrameReader`` (used under its critical section). A Delivery
-frame the reader decoded cuts its ``payload`` from the fed ``bytes`` only
-when asked for it.
+throttle keys are reused when their bytes equal the previous message's (each
+message makes a list of its own on first read). That cache lives on the stack of one
+``decode_delivery`` call, or inside one ``FrameReader`` (used under its
+critical section). A Delivery frame the reader decoded cuts its ``payload``
+from the fed ``bytes`` only when asked for it.
 """
 
 cimport cython
@@ -35,16 +37,36 @@ from cpython.tuple cimport PyTuple_Check, PyTuple_CheckExact, PyTuple_GET_ITEM, 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove
 
+from fila._speedups._constants cimport (
+    DEFAULT_MAX_PENDING_STREAMS,
+    DEFAULT_MAX_REASSEMBLED_SIZE,
+    ERROR_CODE_BY_BYTE,
+    FLAG_CONTINUATION,
+    FRAME_OVERHEAD,
+    HEADER_SIZE,
+    MAX_DECODED_COUNT,
+    MAX_FRAME_SIZE,
+    MAX_U16,
+    MAX_U32,
+    MAX_U64,
+    OP_ACK,
+    OP_DELIVERY,
+    OP_ENQUEUE,
+    OP_NACK,
+)
+
+from dataclasses import FrozenInstanceError
+
 from fila import errors as _errors  # a module: fila.errors is still importing when we are
 from fila.protocol import _failures
 from fila.protocol import pure as _pure
 
 __all__ = [
     "IMPLEMENTATION",
+    "ConsumeMessage",
     "Message",
     "Frame",
     "FrameReader",
-    "Reader",
     "encode_enqueue",
     "encode_ack",
     "encode_nack",
@@ -60,15 +82,11 @@ IMPLEMENTATION = "cython"
 cdef extern from "Python.h":
     PyObject *PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
-    void *PyUnicode_DATA(object o)
     bint PyUnicode_Check(object o)
     bint PyUnicode_IS_COMPACT_ASCII(object o)
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
     const char *PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except? NULL
     bint PyMemoryView_Check(object o)
-    Py_ssize_t PyList_GET_SIZE(object o)
-    PyObject *PyList_GET_ITEM(object o, Py_ssize_t i)
-    int PyList_Append(object o, object item) except -1
     object PyList_New(Py_ssize_t n)
     long long PyLong_AsLongLongAndOverflow(object o, int *overflow) except? -1
     object PyBytes_FromStringAndSize_raw "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
@@ -79,9 +97,6 @@ cdef extern from "Python.h":
     void _list_set "PyList_SET_ITEM"(object o, Py_ssize_t i, object v)
     void _list_set_raw "PyList_SET_ITEM"(object o, Py_ssize_t i, PyObject *v)
     Py_ssize_t PyByteArray_GET_SIZE(object o)
-    object PyBool_FromLong(long v)
-    void PyObject_GC_Track(object o)
-    void PyObject_GC_UnTrack(object o)
 
 # Unaligned-safe big-endian loads and stores (memcpy + byte swap), an ASCII
 # check and a small hash for the repeated-string cache.
@@ -198,7 +213,6 @@ cdef extern from *:
         return i;
     #endif
     }
-    static inline double fila_f64(uint64_t bits) { double d; memcpy(&d, &bits, 8); return d; }
     """
     uint16_t fila_ld16(const char *p) nogil
     uint32_t fila_ld32(const char *p) nogil
@@ -208,31 +222,9 @@ cdef extern from *:
     bint fila_is_ascii(const char *p, Py_ssize_t n) nogil
     bint fila_ascii_hash(const char *p, Py_ssize_t n, uint64_t *out) nogil
     bint fila_eq(const char *a, const char *b, Py_ssize_t n) nogil
-    double fila_f64(uint64_t bits) nogil
     int fila_ctz64(uint64_t x) nogil
     void fila_copy(char *d, const char *s, Py_ssize_t n) nogil
     const char *fila_ascii_data(object o)
-
-# Typed limits: comparing a C integer with a Python literal above INT_MAX
-# would build Python ints on every call.
-cdef uint64_t MAX_U16 = 0xFFFF
-cdef uint64_t MAX_U32 = 0xFFFFFFFF
-cdef uint32_t MAX_DECODED_COUNT = 1000000
-cdef uint64_t MAX_FRAME_SIZE_C = 16777216
-cdef Py_ssize_t HEADER_SIZE = 6
-cdef Py_ssize_t FRAME_OVERHEAD = 10
-cdef uint8_t FLAG_CONTINUATION = 1
-cdef uint8_t OP_ENQUEUE = 0x10
-cdef uint8_t OP_DELIVERY = 0x14
-cdef uint8_t OP_ACK = 0x16
-cdef uint8_t OP_NACK = 0x18
-# Smallest encoded Delivery message: 3 empty strings, empty map, empty bytes,
-# u32, empty list, u32, u64, u64.
-cdef Py_ssize_t MIN_DELIVERY_MESSAGE = 38
-
-_MAX_FRAME_SIZE = 16777216
-_DEFAULT_MAX_REASSEMBLED_SIZE = 256 * 16777216
-_DEFAULT_MAX_PENDING_STREAMS = 64
 
 # ----------------------------------------------------------------- failures
 # Cold paths: every exception comes from fila.protocol._failures.
@@ -351,7 +343,7 @@ cdef void _cache_clear(str_cache *c) noexcept:
 
 
 cdef void _cache_tail(str_cache *c, const char *raw, Py_ssize_t n, object fkey, uint32_t weight,
-                      object tkeys) noexcept:
+                      tuple tkeys) noexcept:
     Py_INCREF(fkey)
     Py_INCREF(tkeys)
     Py_XDECREF(c.tail_fkey)
@@ -361,6 +353,17 @@ cdef void _cache_tail(str_cache *c, const char *raw, Py_ssize_t n, object fkey, 
     c.tail_weight = weight
     c.tail_len = n
     memcpy(c.tail_raw, raw, <size_t>n)
+
+
+cdef inline list _list_of(tuple items):
+    """A new list of the items of ``items`` (the cached throttle keys)."""
+    cdef Py_ssize_t i, n = PyTuple_GET_SIZE(items)
+    out = PyList_New(n)
+    for i in range(n):
+        item = <object>PyTuple_GET_ITEM(items, i)
+        Py_INCREF(item)
+        _list_set(out, i, item)
+    return out
 
 
 cdef inline object _ascii_str(const char *p, Py_ssize_t n):
@@ -416,12 +419,6 @@ ctypedef struct rd_t:
     const char *buf
     Py_ssize_t len
     Py_ssize_t pos
-
-
-cdef inline int _need(rd_t *r, Py_ssize_t n, object what) except -1:
-    if r.len - r.pos < n:
-        return _incomplete(what, r.pos, n, r.len - r.pos)
-    return 0
 
 
 cdef inline uint16_t _u16(rd_t *r, object what) except? 0xFFFF:
@@ -499,134 +496,117 @@ cdef object _str_at(rd_t *r, Py_ssize_t n, object what):
     return s
 
 
-cdef inline int _code(uint8_t c) noexcept nogil:
-    return c if c <= 0x10 or c == 0xFF else 0xFF
-
-
-# ----------------------------------------------------------- input buffers
-
-cdef object _as_bytes(object data):
-    return data if PyBytes_CheckExact(data) else bytes(data)
-
-
 # ------------------------------------------------------------------- message
 
 
 @cython.final
 @cython.freelist(256)
-cdef class Message:
-    """A delivered message. Immutable; equality compares every field.
+cdef class ConsumeMessage:
+    """A delivered message: fila-python 0.3.0's ``ConsumeMessage``.
 
-    ``headers`` is a dict, ``throttle_keys`` a tuple, timestamps are Unix
-    milliseconds (0 when the server does not know them).
+    It behaves as that ``@dataclass(frozen=True)``: the same fields in the
+    same order (the first six required), ``dataclasses.fields``, ``asdict``
+    and ``replace`` work, equality compares every field, assigning raises
+    ``dataclasses.FrozenInstanceError``, and the hash is that of the field
+    values (so a message with a ``headers`` dict is unhashable). A delivered
+    message always has ``throttle_keys`` as a list (possibly empty);
+    timestamps are Unix milliseconds (0 when the server does not know them).
     """
 
-    cdef object _id
-    cdef object _queue
-    cdef object _headers
-    cdef object _payload
-    cdef object _fairness_key
-    cdef object _weight
+    cdef readonly object id
+    cdef readonly object headers
+    cdef readonly object payload
+    cdef readonly object fairness_key
+    cdef readonly object attempt_count
+    cdef readonly object queue
+    cdef readonly object weight
     cdef object _throttle_keys
-    cdef object _attempt_count
-    cdef object _enqueued_at
-    cdef object _leased_at
+    # A decoded message holds its throttle keys as a tuple shared with the
+    # decoder's cache, and makes its own list on first read: a list per
+    # message cost the decoders ~14% (codec benchmark, Delivery rows), and
+    # most consumers never read the field.
+    cdef tuple _shared_keys
+    cdef readonly object enqueued_at
+    cdef readonly object leased_at
+
+    # the dataclasses metadata of the pure twin's class (built once, from a real dataclass)
+    __dataclass_fields__ = _pure.DATACLASS_FIELDS
+    __dataclass_params__ = _pure.DATACLASS_PARAMS
+    __match_args__ = _pure.FIELD_NAMES
 
     def __init__(
         self,
         id,
-        queue,
         headers,
         payload,
-        fairness_key="",
+        fairness_key,
+        attempt_count,
+        queue,
         weight=0,
-        throttle_keys=(),
-        attempt_count=0,
+        throttle_keys=None,
         enqueued_at=0,
         leased_at=0,
     ):
-        self._id = id
-        self._queue = queue
-        self._headers = headers
-        self._payload = payload
-        self._fairness_key = fairness_key
-        self._weight = weight
+        self.id = id
+        self.headers = headers
+        self.payload = payload
+        self.fairness_key = fairness_key
+        self.attempt_count = attempt_count
+        self.queue = queue
+        self.weight = weight
         self._throttle_keys = throttle_keys
-        self._attempt_count = attempt_count
-        self._enqueued_at = enqueued_at
-        self._leased_at = leased_at
-
-    @property
-    def id(self):
-        return self._id
-
-    @property
-    def queue(self):
-        return self._queue
-
-    @property
-    def headers(self):
-        return self._headers
-
-    @property
-    def payload(self):
-        return self._payload
-
-    @property
-    def fairness_key(self):
-        return self._fairness_key
-
-    @property
-    def weight(self):
-        return self._weight
+        self._shared_keys = None
+        self.enqueued_at = enqueued_at
+        self.leased_at = leased_at
 
     @property
     def throttle_keys(self):
+        return self._keys()
+
+    cdef object _keys(self):
+        if self._shared_keys is not None:
+            with cython.critical_section(self):
+                if self._shared_keys is not None:
+                    self._throttle_keys = _list_of(self._shared_keys)
+                    self._shared_keys = None
         return self._throttle_keys
 
-    @property
-    def attempt_count(self):
-        return self._attempt_count
+    def __setattr__(self, name, value):
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
 
-    @property
-    def enqueued_at(self):
-        return self._enqueued_at
+    def __delattr__(self, name):
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
 
-    @property
-    def leased_at(self):
-        return self._leased_at
-
-    def as_tuple(self):
-        """All fields, in wire order."""
+    cdef tuple _values(self):
         return (
-            self._id,
-            self._queue,
-            self._headers,
-            self._payload,
-            self._fairness_key,
-            self._weight,
-            self._throttle_keys,
-            self._attempt_count,
-            self._enqueued_at,
-            self._leased_at,
+            self.id,
+            self.headers,
+            self.payload,
+            self.fairness_key,
+            self.attempt_count,
+            self.queue,
+            self.weight,
+            self._keys(),
+            self.enqueued_at,
+            self.leased_at,
         )
 
     def __eq__(self, other):
-        if type(other).__name__ != "Message" or not hasattr(other, "as_tuple"):
+        if other.__class__ is not self.__class__:
             return NotImplemented
-        return bool(self.as_tuple() == other.as_tuple())
+        return self._values() == (<ConsumeMessage>other)._values()
 
-    def __ne__(self, other):
-        result = self.__eq__(other)
-        return result if result is NotImplemented else not result
-
-    __hash__ = None
+    def __hash__(self):
+        return hash(self._values())
 
     def __repr__(self):
         return _pure._message_repr(self)
 
     def __reduce__(self):
-        return (Message, self.as_tuple())
+        return (self.__class__, self._values())
+
+
+Message = ConsumeMessage
 
 
 # --------------------------------------------------------------------- frame
@@ -745,7 +725,8 @@ cdef list _decode_delivery(const char *buf, Py_ssize_t size, str_cache *cache):
     cdef uint64_t enqueued = 0, leased = 0
     cdef int64_t weight, attempts
     cdef Py_ssize_t start
-    cdef Message m
+    cdef ConsumeMessage m
+    cdef tuple tkeys
     cdef list out
     # The messages are gathered here and the list made at the end, so no
     # one (gc.get_objects) ever sees a list with empty slots.
@@ -783,7 +764,7 @@ cdef list _decode_delivery(const char *buf, Py_ssize_t size, str_cache *cache):
                 # last message's, so the same values
                 fkey = <object>cache.tail_fkey
                 weight = cache.tail_weight
-                tkeys = <object>cache.tail_tkeys
+                tkeys = <tuple>cache.tail_tkeys
                 r.pos += cache.tail_len
             else:
                 fkey = _cstr(&r, "Delivery.fairness_key", cache)
@@ -802,17 +783,17 @@ cdef list _decode_delivery(const char *buf, Py_ssize_t size, str_cache *cache):
             attempts = _u32(&r, "Delivery.attempt_count")
             _u64(&r, "Delivery.enqueued_at", &enqueued)
             _u64(&r, "Delivery.leased_at", &leased)
-            m = Message.__new__(Message)
-            m._id = mid
-            m._queue = queue
-            m._headers = headers
-            m._payload = body
-            m._fairness_key = fkey
-            m._weight = PyLong_FromUnsignedLong(<unsigned long>weight)
-            m._throttle_keys = tkeys
-            m._attempt_count = PyLong_FromUnsignedLong(<unsigned long>attempts)
-            m._enqueued_at = PyLong_FromUnsignedLongLong(enqueued)
-            m._leased_at = PyLong_FromUnsignedLongLong(leased)
+            m = ConsumeMessage.__new__(ConsumeMessage)
+            m.id = mid
+            m.headers = headers
+            m.payload = body
+            m.fairness_key = fkey
+            m.attempt_count = PyLong_FromUnsignedLong(<unsigned long>attempts)
+            m.queue = queue
+            m.weight = PyLong_FromUnsignedLong(<unsigned long>weight)
+            m._shared_keys = tkeys  # see ConsumeMessage._shared_keys
+            m.enqueued_at = PyLong_FromUnsignedLongLong(enqueued)
+            m.leased_at = PyLong_FromUnsignedLongLong(leased)
             if got == cap:
                 _grow_msgs(&msgs, &cap, stack)
             Py_INCREF(m)
@@ -882,9 +863,7 @@ cdef list _decode_enqueue_result(const char *buf, Py_ssize_t size):
     for i in range(count):
         if r.len - r.pos < 1:
             _incomplete("EnqueueResult.error_code", r.pos, 1, r.len - r.pos)
-        code = <uint8_t>r.buf[r.pos]
-        if code > 0x10:
-            code = 0xFF
+        code = ERROR_CODE_BY_BYTE[<uint8_t>r.buf[r.pos]]
         r.pos += 1
         mid = _str(&r, "EnqueueResult.message_id")
         out.append((code, mid))
@@ -907,7 +886,6 @@ def decode_enqueue_result(payload):
 
 cdef list _decode_codes(const char *buf, Py_ssize_t size, str label):
     cdef uint32_t count, i
-    cdef uint8_t c
     if size < 4:
         _incomplete(label + ".results count", 0, 4, size)
     count = fila_ld32(buf)
@@ -917,8 +895,7 @@ cdef list _decode_codes(const char *buf, Py_ssize_t size, str label):
         _incomplete(label + ".error_code", size, 1, 0)
     out = PyList_New(count)
     for i in range(count):
-        c = <uint8_t>buf[4 + i]
-        code = PyLong_FromUnsignedLong(c if c <= 0x10 else 0xFF)
+        code = PyLong_FromUnsignedLong(ERROR_CODE_BY_BYTE[<uint8_t>buf[4 + i]])
         Py_INCREF(code)
         _list_set(out, i, code)
     return out
@@ -956,9 +933,9 @@ cdef object _check_max_frame_size(object value):
     if not PyLong_CheckExact(value):
         raise _failures.bad_max_frame_size(value)
     v = PyLong_AsLongLongAndOverflow(value, &overflow)
-    if overflow or not (v == 0 or (6 < v and <uint64_t>v <= MAX_U32)):
+    if overflow or not (v == 0 or (HEADER_SIZE < v and <uint64_t>v <= MAX_U32)):
         raise _failures.bad_max_frame_size(value)
-    return value or _MAX_FRAME_SIZE
+    return value or MAX_FRAME_SIZE
 
 
 @cython.final
@@ -1005,18 +982,18 @@ cdef class FrameReader:
 
     def __init__(
         self,
-        max_frame_size=_MAX_FRAME_SIZE,
+        max_frame_size=MAX_FRAME_SIZE,
         *,
-        max_reassembled_size=_DEFAULT_MAX_REASSEMBLED_SIZE,
-        max_pending_streams=_DEFAULT_MAX_PENDING_STREAMS,
+        max_reassembled_size=DEFAULT_MAX_REASSEMBLED_SIZE,
+        max_pending_streams=DEFAULT_MAX_PENDING_STREAMS,
         reassemble=True,
         decode_deliveries=False,
     ):
         self._max_frame_size = _check_max_frame_size(max_frame_size)
         if type(max_reassembled_size) is not int or max_reassembled_size < 0:
-            raise _failures.bad_int("max_reassembled_size", max_reassembled_size, 0xFFFFFFFFFFFFFFFF)
+            raise _failures.bad_int("max_reassembled_size", max_reassembled_size, MAX_U64)
         if type(max_pending_streams) is not int or max_pending_streams < 0:
-            raise _failures.bad_int("max_pending_streams", max_pending_streams, 0xFFFFFFFF)
+            raise _failures.bad_int("max_pending_streams", max_pending_streams, MAX_U32)
         self._reassemble = bool(reassemble)
         self._decode = bool(decode_deliveries)
         if self._decode and not self._reassemble:
@@ -1213,109 +1190,6 @@ cdef class FrameReader:
         return 0
 
 
-# ----------------------------------------------------------- reader (public)
-
-
-@cython.final
-cdef class Reader:
-    """Reads FIBP primitives from a payload, checking bounds before every read.
-
-    ``what`` names the field in the error message. Offsets count from the
-    start of the payload.
-    """
-
-    cdef bytes _data
-    cdef rd_t _r
-
-    def __init__(self, data):
-        self._data = _as_bytes(data)
-        self._r.buf = PyBytes_AS_STRING_raw(self._data)
-        self._r.len = PyBytes_GET_SIZE(self._data)
-        self._r.pos = 0
-
-    @property
-    def pos(self):
-        return self._r.pos
-
-    @property
-    def remaining(self):
-        return self._r.len - self._r.pos
-
-    cdef inline uint8_t _byte(self, object what) except? 0:
-        _need(&self._r, 1, what)
-        self._r.pos += 1
-        return <uint8_t>self._r.buf[self._r.pos - 1]
-
-    def read_u8(self, what="u8"):
-        return self._byte(what)
-
-    def read_bool(self, what="bool"):
-        return self._byte(what) != 0
-
-    def read_error_code(self, what="error code"):
-        return _code(self._byte(what))
-
-    def read_u16(self, what="u16"):
-        return _u16(&self._r, what)
-
-    def read_u32(self, what="u32"):
-        return _u32(&self._r, what)
-
-    def read_u64(self, what="u64"):
-        cdef uint64_t v = 0
-        _u64(&self._r, what, &v)
-        return v
-
-    def read_i64(self, what="i64"):
-        cdef uint64_t v = 0
-        _u64(&self._r, what, &v)
-        return <int64_t>v
-
-    def read_f64(self, what="f64"):
-        cdef uint64_t v = 0
-        _u64(&self._r, what, &v)
-        return fila_f64(v)
-
-    def read_count(self, what="count"):
-        """A u32 element count, refused above 1,000,000."""
-        cdef Py_ssize_t pos = self._r.pos
-        cdef int64_t count = _u32(&self._r, what)
-        if count > MAX_DECODED_COUNT:
-            _count_exceeds(what, pos, count)
-        return count
-
-    def read_string(self, what="string"):
-        return _str(&self._r, what)
-
-    def read_optional_string(self, what="optional string"):
-        if self._byte(what + " flag") == 0:
-            return None
-        return _str(&self._r, what)
-
-    def read_bytes(self, what="bytes"):
-        cdef int64_t n = _u32(&self._r, what)
-        _need(&self._r, n, what)
-        self._r.pos += n
-        return PyBytes_FromStringAndSize_raw(self._r.buf + self._r.pos - n, n)
-
-    def read_string_map(self, what="map"):
-        cdef uint16_t count = _u16(&self._r, what + " count")
-        cdef uint16_t i
-        key_what = what + " key"
-        value_what = what + " value"
-        out = {}
-        for i in range(count):
-            key = _str(&self._r, key_what)
-            out[key] = _str(&self._r, value_what)
-        return out
-
-    def read_string_list(self, what="string list"):
-        cdef uint16_t count = _u16(&self._r, what + " count")
-        cdef uint16_t i
-        item_what = what + " item"
-        return [_str(&self._r, item_what) for i in range(count)]
-
-
 # ------------------------------------------------------------------ encoders
 
 ctypedef struct wr_t:
@@ -1349,14 +1223,6 @@ cdef inline int _put_u32(wr_t *w, uint32_t v) except -1:
         return _changed()
     fila_st32(w.p, v)
     w.p += 4
-    return 0
-
-
-cdef inline int _put_u16(wr_t *w, uint16_t v) except -1:
-    if w.end - w.p < 2:
-        return _changed()
-    fila_st16(w.p, v)
-    w.p += 2
     return 0
 
 
@@ -1395,7 +1261,7 @@ cdef uint32_t _request_id(object request_id) except? 0:
         v = PyLong_AsLongLongAndOverflow(request_id, &overflow)
         if not overflow and 0 <= v <= <long long>MAX_U32:
             return <uint32_t>v
-    raise _failures.bad_int("request_id", request_id, 0xFFFFFFFF)
+    raise _failures.bad_int("request_id", request_id, MAX_U32)
 
 
 cdef tuple _items(object items, str what):
@@ -1410,7 +1276,7 @@ cdef tuple _items(object items, str what):
     else:
         raise _failures.not_sequence(what, items)
     if <uint64_t>PyTuple_GET_SIZE(seq) > MAX_U32:
-        raise _failures.too_many_entries(what, PyTuple_GET_SIZE(seq), 0xFFFFFFFF)
+        raise _failures.too_many_entries(what, PyTuple_GET_SIZE(seq), MAX_U32)
     return seq
 
 
@@ -1522,7 +1388,7 @@ cdef int _scratch_map(scratch_t *s, object headers) except -1:
     with cython.critical_section(headers):
         count = PyDict_Size(headers)
         if <uint64_t>count > MAX_U16:
-            raise _failures.too_many_entries("Enqueue.headers", count, 0xFFFF)
+            raise _failures.too_many_entries("Enqueue.headers", count, MAX_U16)
         if s.cap - s.len < 2:
             _scratch_grow(s, 2)
         fila_st16(s.buf + s.len, <uint16_t>count)
@@ -1533,7 +1399,7 @@ cdef int _scratch_map(scratch_t *s, object headers) except -1:
     return 0
 
 
-def encode_enqueue(request_id, messages, max_frame_size=_MAX_FRAME_SIZE):
+def encode_enqueue(request_id, messages, max_frame_size=MAX_FRAME_SIZE):
     """Enqueue frame(s) for ``messages``: ``(queue, headers_or_None, payload)`` each."""
     cdef uint32_t rid = _request_id(request_id)
     cdef Py_ssize_t count, i, n, limit, size, prev, payloads = 0
@@ -1682,11 +1548,11 @@ cdef tuple _ACK_NAMES = ("Ack.queue", "Ack.message_id")
 cdef tuple _NACK_NAMES = ("Nack.queue", "Nack.message_id", "Nack.error")
 
 
-def encode_ack(request_id, items, max_frame_size=_MAX_FRAME_SIZE):
+def encode_ack(request_id, items, max_frame_size=MAX_FRAME_SIZE):
     """Ack frame(s) for ``items``: ``(queue, message_id)`` each."""
     return _encode_strings(OP_ACK, "Ack.items", _ACK_NAMES, request_id, items, 2, max_frame_size)
 
 
-def encode_nack(request_id, items, max_frame_size=_MAX_FRAME_SIZE):
+def encode_nack(request_id, items, max_frame_size=MAX_FRAME_SIZE):
     """Nack frame(s) for ``items``: ``(queue, message_id, error)`` each."""
     return _encode_strings(OP_NACK, "Nack.items", _NACK_NAMES, request_id, items, 3, max_frame_size)

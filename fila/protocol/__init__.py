@@ -2,17 +2,21 @@
 
 The hot path (``encode_enqueue``, ``encode_ack``, ``encode_nack``,
 ``decode_delivery``, ``decode_enqueue_result``, ``decode_ack_result``,
-``decode_nack_result``, ``FrameReader``, ``Frame``, ``Reader``, ``Message``)
+``decode_nack_result``, ``FrameReader``, ``Frame``, ``ConsumeMessage``)
 comes from the compiled twin ``fila._speedups`` when it is importable and
 ``FILA_NO_EXTENSIONS`` is not set, else from :mod:`fila.protocol.pure`.
-``IMPLEMENTATION`` says which (``"cython"`` or ``"python"``). Every other
-body is coded by :mod:`fila.protocol.messages`.
+``IMPLEMENTATION`` says which (``"cython"`` or ``"python"``). Every body
+layout is in :mod:`fila.protocol.messages`, which codes any body.
+
+Importing this package (or :mod:`fila.protocol.constants`) loads only the
+constants: the codec is imported on first use of one of its names.
 """
 
 from __future__ import annotations
 
-from . import pure
-from ._select import IMPLEMENTATION, twin
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .constants import (
     DEFAULT_MAX_PENDING_STREAMS,
     DEFAULT_MAX_REASSEMBLED_SIZE,
@@ -27,30 +31,83 @@ from .constants import (
     Opcode,
     normalize_error_code,
 )
-from .messages import BODY_TYPE_BY_OPCODE, BODY_TYPES, decode_body, encode_body, encode_message
 
-encode_enqueue = twin.encode_enqueue
-encode_ack = twin.encode_ack
-encode_nack = twin.encode_nack
-decode_delivery = twin.decode_delivery
-decode_enqueue_result = twin.decode_enqueue_result
-decode_ack_result = twin.decode_ack_result
-decode_nack_result = twin.decode_nack_result
-FrameReader = twin.FrameReader
-Frame = twin.Frame
-Reader = twin.Reader
-Message = twin.Message
+if TYPE_CHECKING:  # what mypy sees; at run time __getattr__ loads these
+    from . import pure
+    from ._select import IMPLEMENTATION
+    from .messages import BODY_TYPE_BY_OPCODE, BODY_TYPES, decode_body, encode_body, encode_message
+    from .pure import (
+        ConsumeMessage,
+        Frame,
+        FrameReader,
+        Message,
+        Reader,
+        Writer,
+        decode_ack,
+        decode_ack_result,
+        decode_delivery,
+        decode_enqueue,
+        decode_enqueue_result,
+        decode_nack,
+        decode_nack_result,
+        encode_ack,
+        encode_ack_result,
+        encode_delivery,
+        encode_enqueue,
+        encode_enqueue_result,
+        encode_frame,
+        encode_nack,
+        encode_nack_result,
+    )
 
-# Pure-only: the complete codec around the hot path (server side included).
-Writer = pure.Writer
-encode_frame = pure.encode_frame
-decode_enqueue = pure.decode_enqueue
-decode_ack = pure.decode_ack
-decode_nack = pure.decode_nack
-encode_delivery = pure.encode_delivery
-encode_enqueue_result = pure.encode_enqueue_result
-encode_ack_result = pure.encode_ack_result
-encode_nack_result = pure.encode_nack_result
+# name -> where it comes from: the active twin, the pure twin, or the generic codec
+_TWIN = (
+    "ConsumeMessage",
+    "Frame",
+    "FrameReader",
+    "Message",
+    "decode_ack_result",
+    "decode_delivery",
+    "decode_enqueue_result",
+    "decode_nack_result",
+    "encode_ack",
+    "encode_enqueue",
+    "encode_nack",
+)
+_PURE = (
+    "Reader",
+    "Writer",
+    "decode_ack",
+    "decode_enqueue",
+    "decode_nack",
+    "encode_ack_result",
+    "encode_delivery",
+    "encode_enqueue_result",
+    "encode_frame",
+    "encode_nack_result",
+)
+_MESSAGES = ("BODY_TYPES", "BODY_TYPE_BY_OPCODE", "decode_body", "encode_body", "encode_message")
+
+
+def __getattr__(name: str) -> Any:
+    """Load a codec name on first use (PEP 562) and keep it in the module."""
+    if name in _TWIN or name == "IMPLEMENTATION":
+        select = import_module("._select", __name__)
+        value = select.IMPLEMENTATION if name == "IMPLEMENTATION" else getattr(select.twin, name)
+    elif name in _PURE or name == "pure":
+        module = import_module(".pure", __name__)
+        value = module if name == "pure" else getattr(module, name)
+    elif name in _MESSAGES:
+        value = getattr(import_module(".messages", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "BODY_TYPES",
@@ -65,6 +122,7 @@ __all__ = [
     "MAX_DECODED_COUNT",
     "MAX_FRAME_SIZE",
     "PROTOCOL_VERSION",
+    "ConsumeMessage",
     "ErrorCode",
     "Frame",
     "FrameReader",

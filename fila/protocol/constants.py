@@ -1,4 +1,10 @@
-"""FIBP v1 constants: opcodes, error codes, flags and limits (see PROTOCOL.md)."""
+"""FIBP v1 constants: opcodes, error codes, flags and limits (see PROTOCOL.md).
+
+The one source of these values: the compiled twin gets them from
+``fila/_speedups/_constants.pxd``, which ``scripts/gen-pxd`` generates from
+this file (a test fails when it is stale). Standard library only, so that it
+can be loaded by path and imported without the codec.
+"""
 
 from __future__ import annotations
 
@@ -93,8 +99,17 @@ class ErrorCode(IntEnum):
 
 
 _KNOWN_CODES = frozenset(int(c) for c in ErrorCode)
+_INTERNAL_ERROR = int(ErrorCode.INTERNAL_ERROR)
 
 
 def normalize_error_code(code: int) -> int:
-    """Map a wire byte to a known code: unknown bytes read as InternalError (0xFF)."""
-    return code if code in _KNOWN_CODES else 0xFF
+    """Map a wire byte to a known code: unknown bytes read as InternalError (0xFF).
+
+    The server reads unknown bytes the same way. This is the only statement of
+    the rule: :data:`ERROR_CODE_BY_BYTE` and both codec twins are built from it.
+    """
+    return code if code in _KNOWN_CODES else _INTERNAL_ERROR
+
+
+ERROR_CODE_BY_BYTE: bytes = bytes(normalize_error_code(b) for b in range(256))
+""":func:`normalize_error_code` as a 256-byte table (index it, or ``bytes.translate``)."""

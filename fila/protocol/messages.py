@@ -18,9 +18,10 @@ payload and back; :func:`encode_message` adds the frame. Values:
 ``array`` (u16 or u32 count)  ``list`` of dicts of the item fields
 ============================  ===============================================
 
-This module is the complete reference; the hot-path functions of the codec
-twins (``encode_enqueue``, ``decode_delivery`` …) are the fast equivalents of
-the matching entries here.
+This table is the one statement of every body layout. The hot-path functions
+of the codec twins (``encode_enqueue``, ``decode_delivery`` …) are the only
+hand-written copies of a layout: ``tests/test_differential.py`` holds each to
+its entry here.
 """
 
 from __future__ import annotations
