@@ -533,6 +533,7 @@ cdef class ConsumeMessage:
     __dataclass_fields__ = _pure.DATACLASS_FIELDS
     __dataclass_params__ = _pure.DATACLASS_PARAMS
     __match_args__ = _pure.FIELD_NAMES
+    __signature__ = _pure.SIGNATURE
 
     def __init__(
         self,

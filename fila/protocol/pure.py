@@ -17,6 +17,8 @@ request_id | payload``, big-endian; body layouts are in
 
 from __future__ import annotations
 
+import inspect
+
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import Field, FrozenInstanceError, dataclass
 from operator import attrgetter
@@ -107,6 +109,8 @@ class _ConsumeMessageFields:
 DATACLASS_FIELDS: dict[str, Field[Any]] = _ConsumeMessageFields.__dataclass_fields__
 DATACLASS_PARAMS: Any = _ConsumeMessageFields.__dataclass_params__  # type: ignore[attr-defined]
 FIELD_NAMES: tuple[str, ...] = tuple(DATACLASS_FIELDS)
+#: The constructor's signature, for ``inspect.signature`` on the compiled twin's class too.
+SIGNATURE = inspect.signature(_ConsumeMessageFields)
 _field_values = attrgetter(*FIELD_NAMES)
 
 
