@@ -939,10 +939,17 @@ class Subscription:
         self._seen = delivered
         return bool(node_id) and self.state == "active" and idle
 
-    def leader_moved(self, node_id: int, leader_node_id: int, ready: int) -> bool:
+    def leader_moved(self, node_id: int, leader_node_id: int, ready: int, answered_by: int = 0) -> bool:
         """GetStats names ``leader_node_id`` with ``ready`` messages waiting while we sit on ``node_id``:
-        True when the subscription was dropped by a leadership change (resubscribe at the leader)."""
-        return bool(leader_node_id) and leader_node_id != node_id and ready > 0
+        True when the subscription was dropped by a leadership change (resubscribe at the leader).
+
+        ``answered_by`` is the node that answered the GetStats: a node other than
+        the leader reports the queue empty (its local scheduler holds none of
+        it), so its ``ready`` is no evidence and the named leader decides alone.
+        """
+        if not leader_node_id or leader_node_id == node_id:
+            return False
+        return ready > 0 or (answered_by != 0 and answered_by != leader_node_id)
 
     def _pause(self, exc: BaseException, now: float, action: str) -> Decision:
         self._redirects = 0

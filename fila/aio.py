@@ -639,7 +639,8 @@ class _AioConsumerState:
             except FilaError as exc:
                 log.debug("checking the leader of %r failed: %s", self.queue, exc)
                 continue
-            if self.sub.leader_moved(conn.core.node_id, stats.leader_node_id, stats.depth - stats.in_flight):
+            ready = stats.depth - stats.in_flight
+            if self.sub.leader_moved(conn.core.node_id, stats.leader_node_id, ready, client.node_id):
                 self.moved_to = stats.leader_node_id
                 conn.die(ConnectionLostError(
                     f"node {conn.core.node_id} no longer leads {self.queue!r} (node {stats.leader_node_id} does)"

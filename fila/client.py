@@ -639,7 +639,9 @@ class _ConsumerState:
         try:
             if client is not None:
                 stats = client.get_stats(self.queue)
-                if self.sub.leader_moved(conn.core.node_id, stats.leader_node_id, stats.depth - stats.in_flight):
+                answered = client._conn.core.node_id if client._conn is not None else 0
+                ready = stats.depth - stats.in_flight
+                if self.sub.leader_moved(conn.core.node_id, stats.leader_node_id, ready, answered):
                     self.moved_to = stats.leader_node_id
                     conn.die(ConnectionLostError(
                         f"node {conn.core.node_id} no longer leads {self.queue!r} (node {stats.leader_node_id} does)"

@@ -40,7 +40,10 @@ What it simulates (each default is the real server's):
   every item, even unknown ids.
 * **Stats**: GetStats and ListQueues name each queue's leader
   (``leader_node_id``; 0 without one), ``replication_count`` = n,
-  ``cluster_node_count`` = n. CreateQueue of an existing queue and DeleteQueue
+  ``cluster_node_count`` = n. Only the leader reports a queue's depth,
+  in-flight count, consumers and fairness keys; every other node reports 0
+  and no keys (``follower_stats=True``; measured on the server: followers'
+  local schedulers hold none of the queue's messages). CreateQueue of an existing queue and DeleteQueue
   of a missing one answer Ok, as the meta Raft group does.
 * :meth:`Cluster.kill`: the node's listener and connections die at once; for
   ``failover_delay`` seconds (the server: ~2 s) the survivors still name it
@@ -60,9 +63,8 @@ What it simulates (each default is the real server's):
 What it does not simulate: Raft itself (terms, votes, logs, snapshots,
 membership changes, a replication factor below n); leader elections that
 take time after a freeze or a transfer (only after kill and creation);
-duplicate deliveries in the first ~200 ms of a new leader; followers' stats
-(every node reports the shared state, in-flight leases included; a real
-follower sees none); requests that hang because a frozen leader was not yet
+duplicate deliveries in the first ~200 ms of a new leader; a former
+leader's stale local stats (it reports 0 like any follower); requests that hang because a frozen leader was not yet
 replaced; persistence across a restart of the whole cluster beyond the
 in-memory state; the outcome of a CreateQueue whose script fails to compile
 (the double answers LuaCompilationError; the server answers Ok and leaves the
@@ -137,6 +139,16 @@ class _Group:
 
     def leader_at(self, now: float) -> int:
         return self.leader if now >= self.elected_at else 0
+
+
+#: What a follower's GetStats shows of a queue it does not lead (its local scheduler holds none of it).
+_EMPTY_STATS: dict[str, Any] = {
+    "depth": 0,
+    "in_flight": 0,
+    "active_fairness_keys": 0,
+    "active_consumers": 0,
+    "per_key_stats": [],
+}
 
 
 class _NodeFaults(Faults):
@@ -241,6 +253,8 @@ class _NodeHandlers(Handlers):
         if g is not None:
             stats["leader_node_id"] = g.leader_at(time.monotonic())
             stats["replication_count"] = len(self.cluster.nodes)
+        if not self.cluster._holds(self.node_id, body["queue"]):
+            stats.update(_EMPTY_STATS)
         self._reply(conn, Opcode.GET_STATS_RESULT, rid, stats)
 
     def list_queues(self, conn: Connection, rid: int, payload: bytes) -> None:
@@ -251,6 +265,8 @@ class _NodeHandlers(Handlers):
         for q in queues:
             g = self.cluster._group(q["name"])
             q["leader_node_id"] = g.leader_at(now) if g is not None else 0
+            if not self.cluster._holds(self.node_id, q["name"]):
+                q.update(depth=0, in_flight=0, active_consumers=0)
         fields = {"error_code": 0, "cluster_node_count": len(self.cluster.nodes), "queues": queues}
         self._reply(conn, Opcode.LIST_QUEUES_RESULT, rid, fields)
 
@@ -266,7 +282,9 @@ class Cluster:
     their first item only); ``leader_acks_not_found`` (the leader answers
     MessageNotFound to acks that took effect); ``dlq_raft_group`` (False:
     ``<queue>.dlq`` cannot be consumed); ``release_leases_on_failover`` (a new
-    leader delivers what the old one had leased). Other keyword arguments
+    leader delivers what the old one had leased); ``follower_stats`` (a node
+    that does not lead a queue reports it empty in GetStats / ListQueues, as
+    its local scheduler holds none of its messages). Other keyword arguments
     (``api_key``, TLS files, ``visibility_timeout_ms``, ``nagle`` …) go to
     every node's :class:`~fila.testing.Broker`. The module docstring lists
     what is simulated and what is not.
@@ -290,6 +308,7 @@ class Cluster:
         leader_acks_not_found: bool = True,
         dlq_raft_group: bool = False,
         release_leases_on_failover: bool = True,
+        follower_stats: bool = True,
         **broker_options: Any,
     ) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -307,6 +326,7 @@ class Cluster:
         self.leader_acks_not_found = bool(leader_acks_not_found)
         self.dlq_raft_group = bool(dlq_raft_group)
         self.release_leases_on_failover = bool(release_leases_on_failover)
+        self.follower_stats = bool(follower_stats)
         self.counters: Counter[str] = Counter()
         self.nodes: list[Broker] = []
         first: Broker | None = None
@@ -602,7 +622,7 @@ class Cluster:
         return self.call(get)
 
     def stats(self, queue: str) -> dict[str, Any] | None:
-        """GetStats fields of ``queue`` (as any node answers them), or None when it does not exist."""
+        """GetStats fields of ``queue`` as its leader answers them, or None when it does not exist."""
 
         def get() -> dict[str, Any] | None:
             stats = self.scheduler.stats(queue)
@@ -654,6 +674,15 @@ class Cluster:
         if g is None and self.dlq_raft_group and queue.endswith(DLQ_SUFFIX):
             g = self._groups.get(queue[: -len(DLQ_SUFFIX)])
         return g
+
+    def _holds(self, me: int, queue: str) -> bool:
+        """Whether node ``me``'s local scheduler holds ``queue``'s messages (it leads it, or its parent)."""
+        if not self.follower_stats:
+            return True
+        g = self._groups.get(queue)
+        if g is None and queue.endswith(DLQ_SUFFIX):
+            g = self._groups.get(queue[: -len(DLQ_SUFFIX)])
+        return g is None or g.leader_at(time.monotonic()) == me
 
     def _leaderships(self) -> Counter[int]:
         return Counter(g.leader for g in self._groups.values())
