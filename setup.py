@@ -12,7 +12,8 @@ import runpy
 import sys
 from pathlib import Path
 
-from setuptools import Extension, setup
+from setuptools import Extension
+from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent

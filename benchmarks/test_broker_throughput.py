@@ -24,7 +24,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from fila.protocol import IMPLEMENTATION, decode_delivery, encode_ack, encode_enqueue
+from fila.protocol import IMPLEMENTATION
+from fila.protocol import decode_delivery
+from fila.protocol import encode_ack
+from fila.protocol import encode_enqueue
 from fila.protocol.constants import Opcode
 from fila.protocol.messages import encode_message
 from fila.protocol.pure import FrameReader

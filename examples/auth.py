@@ -7,7 +7,8 @@ python examples/auth.py [addr]             # safe to run again and again
 import sys
 
 from fila import Client
-from fila.errors import ForbiddenError, QueueAlreadyExistsError
+from fila.errors import ForbiddenError
+from fila.errors import QueueAlreadyExistsError
 
 addr = sys.argv[1] if len(sys.argv) > 1 else "localhost:5555"
 

@@ -7,7 +7,8 @@ python examples/consume.py [addr]          # safe to run again and again
 import asyncio
 import sys
 
-from fila import AsyncClient, Client
+from fila import AsyncClient
+from fila import Client
 from fila.errors import QueueNotFoundError
 
 addr = sys.argv[1] if len(sys.argv) > 1 else "localhost:5555"

@@ -6,7 +6,9 @@ python examples/errors.py [addr]           # safe to run again and again
 
 import sys
 
-from fila import Client, ErrorCode, errors
+from fila import Client
+from fila import ErrorCode
+from fila import errors
 
 addr = sys.argv[1] if len(sys.argv) > 1 else "localhost:5555"
 

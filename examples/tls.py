@@ -6,7 +6,8 @@ python examples/tls.py    # starts its own TLS test broker with throwaway certif
 import tempfile
 
 from fila import Client
-from fila.testing import Broker, make_test_pki
+from fila.testing import Broker
+from fila.testing import make_test_pki
 
 with tempfile.TemporaryDirectory() as d:
     pki = make_test_pki(d)  # each file's path (pki.ca_cert) and its PEM bytes (pki.ca_cert_pem)

@@ -12,49 +12,48 @@ codec nor the clients.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 __version__ = "0.3.0"
 
 if TYPE_CHECKING:
-    from .aio import AsyncClient, AsyncConsumer
-    from .client import Client, Consumer
-    from .errors import (
-        AclNotFoundError,
-        ApiKeyNotFoundError,
-        ChannelFullError,
-        EnqueueError,
-        ErrorCode,
-        FilaError,
-        ForbiddenError,
-        InvalidArgumentError,
-        LuaError,
-        MessageNotFoundError,
-        NotLeaderError,
-        PermissionDeniedError,
-        ProtocolError,
-        QueueAlreadyExistsError,
-        QueueNotFoundError,
-        ResourceExhaustedError,
-        RPCError,
-        UnauthorizedError,
-        UnavailableError,
-    )
-    from .types import (
-        AccumulatorMode,
-        AclEntry,
-        AclPermission,
-        ApiKeyInfo,
-        ClientEvent,
-        ConsumeMessage,
-        CreateApiKeyResult,
-        EnqueueResult,
-        FairnessKeyStat,
-        Linger,
-        QueueInfo,
-        StatsResult,
-        ThrottleKeyStat,
-    )
+    from .aio import AsyncClient
+    from .aio import AsyncConsumer
+    from .client import Client
+    from .client import Consumer
+    from .errors import AclNotFoundError
+    from .errors import ApiKeyNotFoundError
+    from .errors import ChannelFullError
+    from .errors import EnqueueError
+    from .errors import ErrorCode
+    from .errors import FilaError
+    from .errors import ForbiddenError
+    from .errors import InvalidArgumentError
+    from .errors import LuaError
+    from .errors import MessageNotFoundError
+    from .errors import NotLeaderError
+    from .errors import PermissionDeniedError
+    from .errors import ProtocolError
+    from .errors import QueueAlreadyExistsError
+    from .errors import QueueNotFoundError
+    from .errors import ResourceExhaustedError
+    from .errors import RPCError
+    from .errors import UnauthorizedError
+    from .errors import UnavailableError
+    from .types import AccumulatorMode
+    from .types import AclEntry
+    from .types import AclPermission
+    from .types import ApiKeyInfo
+    from .types import ClientEvent
+    from .types import ConsumeMessage
+    from .types import CreateApiKeyResult
+    from .types import EnqueueResult
+    from .types import FairnessKeyStat
+    from .types import Linger
+    from .types import QueueInfo
+    from .types import StatsResult
+    from .types import ThrottleKeyStat
 
     CODEC_IMPLEMENTATION: str
 

@@ -22,11 +22,14 @@ encodes, writes and later resolves the futures, and must call
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from .errors import ClientClosedError
-from .types import MAX_BATCH_MESSAGES, AccumulatorMode, Linger
+from .types import MAX_BATCH_MESSAGES
+from .types import AccumulatorMode
+from .types import Linger
 
 __all__ = [
     "AsyncAccumulator",

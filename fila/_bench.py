@@ -33,8 +33,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 log = logging.getLogger("fila.bench")
@@ -896,7 +900,8 @@ def run(
     """The ``bench`` command: warm-up, produce N, consume + ack N, then the paced latency phase."""
     import platform
 
-    from . import CODEC_IMPLEMENTATION, __version__
+    from . import CODEC_IMPLEMENTATION
+    from . import __version__
 
     opts = {"request_timeout": STALL_SECONDS * 4, **dict(options or {})}
     payload = b"x" * config.payload_size

@@ -26,26 +26,32 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+from typing import Generic
+from typing import NamedTuple
+from typing import Protocol
+from typing import TypeVar
 
-from .errors import (
-    ChannelFullError,
-    ClientClosedError,
-    ConnectError,
-    ConnectionLostError,
-    DecodeError,
-    FilaConnectionError,
-    FilaError,
-    InternalServerError,
-    NodeNotReadyError,
-    NotLeaderError,
-    ProtocolError,
-    QueueNotFoundError,
-    UnsupportedVersionError,
-    error_for_code,
-)
-from .protocol.constants import MAX_FRAME_SIZE, PROTOCOL_VERSION, ErrorCode, Opcode
+from .errors import ChannelFullError
+from .errors import ClientClosedError
+from .errors import ConnectError
+from .errors import ConnectionLostError
+from .errors import DecodeError
+from .errors import FilaConnectionError
+from .errors import FilaError
+from .errors import InternalServerError
+from .errors import NodeNotReadyError
+from .errors import NotLeaderError
+from .errors import ProtocolError
+from .errors import QueueNotFoundError
+from .errors import UnsupportedVersionError
+from .errors import error_for_code
+from .protocol.constants import MAX_FRAME_SIZE
+from .protocol.constants import PROTOCOL_VERSION
+from .protocol.constants import ErrorCode
+from .protocol.constants import Opcode
 
 __all__ = [
     "Backoff",

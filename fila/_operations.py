@@ -11,34 +11,43 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Any
+from typing import NamedTuple
 
-from ._accumulator import encode_batches, item_size
-from ._core import Retry, error_from_frame, item_retryable
-from .errors import DecodeError, EncodeError, FilaConnectionError, FilaError, ProtocolError, error_for_code
-from .protocol import (
-    decode_ack_result,
-    decode_enqueue_result,
-    decode_nack_result,
-    encode_ack,
-    encode_enqueue,
-    encode_nack,
-)
-from .protocol.constants import ErrorCode, Opcode
-from .protocol.messages import decode_body, encode_message
-from .types import (
-    AclEntry,
-    AclPermission,
-    ApiKeyInfo,
-    CreateApiKeyResult,
-    EnqueueResult,
-    FairnessKeyStat,
-    QueueInfo,
-    StatsResult,
-    ThrottleKeyStat,
-    stored,
-)
+from ._accumulator import encode_batches
+from ._accumulator import item_size
+from ._core import Retry
+from ._core import error_from_frame
+from ._core import item_retryable
+from .errors import DecodeError
+from .errors import EncodeError
+from .errors import FilaConnectionError
+from .errors import FilaError
+from .errors import ProtocolError
+from .errors import error_for_code
+from .protocol import decode_ack_result
+from .protocol import decode_enqueue_result
+from .protocol import decode_nack_result
+from .protocol import encode_ack
+from .protocol import encode_enqueue
+from .protocol import encode_nack
+from .protocol.constants import ErrorCode
+from .protocol.constants import Opcode
+from .protocol.messages import decode_body
+from .protocol.messages import encode_message
+from .types import AclEntry
+from .types import AclPermission
+from .types import ApiKeyInfo
+from .types import CreateApiKeyResult
+from .types import EnqueueResult
+from .types import FairnessKeyStat
+from .types import QueueInfo
+from .types import StatsResult
+from .types import ThrottleKeyStat
+from .types import stored
 
 __all__ = [
     "AckBatch",

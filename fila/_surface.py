@@ -15,27 +15,31 @@ import inspect
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+from typing import TypeVar
 
-from ._accumulator import Mode, check_mode
-from ._core import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_CONSUMER_BUFFER,
-    DEFAULT_KEEPALIVE_INTERVAL,
-    DEFAULT_KEEPALIVE_TIMEOUT,
-    DEFAULT_LEADER_CHECK_INTERVAL,
-    DEFAULT_MAX_RECEIVE_SIZE,
-    DEFAULT_RECONNECT_INITIAL,
-    DEFAULT_RECONNECT_MAX,
-    DEFAULT_REQUEST_TIMEOUT,
-    Backoff,
-    Nodes,
-    Settings,
-)
-from ._tls import PemInput, make_ssl_context
+from ._accumulator import Mode
+from ._accumulator import check_mode
+from ._core import DEFAULT_CONNECT_TIMEOUT
+from ._core import DEFAULT_CONSUMER_BUFFER
+from ._core import DEFAULT_KEEPALIVE_INTERVAL
+from ._core import DEFAULT_KEEPALIVE_TIMEOUT
+from ._core import DEFAULT_LEADER_CHECK_INTERVAL
+from ._core import DEFAULT_MAX_RECEIVE_SIZE
+from ._core import DEFAULT_RECONNECT_INITIAL
+from ._core import DEFAULT_RECONNECT_MAX
+from ._core import DEFAULT_REQUEST_TIMEOUT
+from ._core import Backoff
+from ._core import Nodes
+from ._core import Settings
+from ._tls import PemInput
+from ._tls import make_ssl_context
 from .errors import ClientClosedError
-from .types import AccumulatorMode, ClientEvent, Linger
+from .types import AccumulatorMode
+from .types import ClientEvent
+from .types import Linger
 
 __all__ = ["ClientBase", "ConsumerBase", "twin_of"]
 

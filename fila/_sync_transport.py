@@ -24,9 +24,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._core import DISCONNECT_FRAME, ConnectionCore, Keepalive, Settings, connect_failure
+from ._core import DISCONNECT_FRAME
+from ._core import ConnectionCore
+from ._core import Keepalive
+from ._core import Settings
+from ._core import connect_failure
 from ._quickack import quickack
-from .errors import ConnectError, ConnectionLostError, DecodeError, FilaError, ProtocolError, RequestTimeoutError
+from .errors import ConnectError
+from .errors import ConnectionLostError
+from .errors import DecodeError
+from .errors import FilaError
+from .errors import ProtocolError
+from .errors import RequestTimeoutError
 
 __all__ = ["BlockingWaiter", "SyncConnection", "Timers"]
 

@@ -14,29 +14,43 @@ import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
+from collections.abc import AsyncIterator
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Generator
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
 from . import _operations as ops
 from ._accumulator import AsyncAccumulator
-from ._aio_transport import AioConnection, FutureWaiter
-from ._core import Decision, DeliveryBuffer, Retry, Settings, Subscription
-from ._surface import ClientBase, ConsumerBase, twin_of
-from .client import Client, Consumer
-from .errors import ClientClosedError, ConnectionLostError, FilaConnectionError, FilaError, RequestTimeoutError
-from .types import (
-    MAX_BATCH_MESSAGES,
-    AccumulatorMode,
-    AclEntry,
-    AclPermission,
-    ApiKeyInfo,
-    ConsumeMessage,
-    CreateApiKeyResult,
-    EnqueueResult,
-    QueueInfo,
-    StatsResult,
-)
+from ._aio_transport import AioConnection
+from ._aio_transport import FutureWaiter
+from ._core import Decision
+from ._core import DeliveryBuffer
+from ._core import Retry
+from ._core import Settings
+from ._core import Subscription
+from ._surface import ClientBase
+from ._surface import ConsumerBase
+from ._surface import twin_of
+from .client import Client
+from .client import Consumer
+from .errors import ClientClosedError
+from .errors import ConnectionLostError
+from .errors import FilaConnectionError
+from .errors import FilaError
+from .errors import RequestTimeoutError
+from .types import MAX_BATCH_MESSAGES
+from .types import AccumulatorMode
+from .types import AclEntry
+from .types import AclPermission
+from .types import ApiKeyInfo
+from .types import ConsumeMessage
+from .types import CreateApiKeyResult
+from .types import EnqueueResult
+from .types import QueueInfo
+from .types import StatsResult
 
 __all__ = ["AsyncClient", "AsyncConsumer"]
 

@@ -14,7 +14,9 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from types import TracebackType
@@ -22,29 +24,32 @@ from typing import Any
 
 from . import _operations as ops
 from ._accumulator import SyncAccumulator
-from ._core import Decision, DeliveryBuffer, Retry, Settings, Subscription
+from ._core import Decision
+from ._core import DeliveryBuffer
+from ._core import Retry
+from ._core import Settings
+from ._core import Subscription
 from ._futures import FutureFactory
-from ._surface import ClientBase, ConsumerBase
-from ._sync_transport import BlockingWaiter, SyncConnection, Timers
-from .errors import (
-    ClientClosedError,
-    ConnectionLostError,
-    FilaConnectionError,
-    FilaError,
-    RequestTimeoutError,
-)
-from .types import (
-    MAX_BATCH_MESSAGES,
-    AccumulatorMode,
-    AclEntry,
-    AclPermission,
-    ApiKeyInfo,
-    ConsumeMessage,
-    CreateApiKeyResult,
-    EnqueueResult,
-    QueueInfo,
-    StatsResult,
-)
+from ._surface import ClientBase
+from ._surface import ConsumerBase
+from ._sync_transport import BlockingWaiter
+from ._sync_transport import SyncConnection
+from ._sync_transport import Timers
+from .errors import ClientClosedError
+from .errors import ConnectionLostError
+from .errors import FilaConnectionError
+from .errors import FilaError
+from .errors import RequestTimeoutError
+from .types import MAX_BATCH_MESSAGES
+from .types import AccumulatorMode
+from .types import AclEntry
+from .types import AclPermission
+from .types import ApiKeyInfo
+from .types import ConsumeMessage
+from .types import CreateApiKeyResult
+from .types import EnqueueResult
+from .types import QueueInfo
+from .types import StatsResult
 
 __all__ = ["Client", "Consumer"]
 

@@ -46,7 +46,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .protocol.constants import ErrorCode, normalize_error_code
+from .protocol.constants import ErrorCode
+from .protocol.constants import normalize_error_code
 
 __all__ = [
     "ERROR_CLASSES",

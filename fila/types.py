@@ -9,10 +9,12 @@ Python constructor per message.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING
 
-from .errors import FilaError, error_for_code
+from .errors import FilaError
+from .errors import error_for_code
 
 if TYPE_CHECKING:  # the active twin's class; both twins have the same interface
     from .protocol.pure import ConsumeMessage

@@ -7,12 +7,16 @@ import struct
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from fila.errors import DecodeError, EncodeError
-from fila.protocol import messages, pure
-from fila.protocol.constants import FLAG_CONTINUATION, Opcode
+from fila.errors import DecodeError
+from fila.errors import EncodeError
+from fila.protocol import messages
+from fila.protocol import pure
+from fila.protocol.constants import FLAG_CONTINUATION
+from fila.protocol.constants import Opcode
 
 _INTS = {
     "u8": st.integers(0, 0xFF),

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from fila.errors import DecodeError, EncodeError
-from fila.protocol import constants, pure
+from fila.errors import DecodeError
+from fila.errors import EncodeError
+from fila.protocol import constants
+from fila.protocol import pure
 
 # id, headers, payload, fairness_key, attempt_count, queue, weight, throttle_keys, enqueued_at, leased_at
 MSG_ARGS: tuple[Any, ...] = ("id-1", {"k": "v"}, b"hello", "tenant", 1, "orders", 2, ["t"], 10, 20)

@@ -136,7 +136,8 @@ EXAMPLES = ["produce", "consume", "admin", "errors", "auth", "tls"]
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_runs_twice_against_one_broker(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each script in examples/ (included by the guides) works, and works again on the same broker."""
-    from fila.testing import Broker, lua_available
+    from fila.testing import Broker
+    from fila.testing import lua_available
 
     if name == "consume" and not lua_available():
         pytest.skip("examples/consume.py's on_failure hook is Lua: the test broker needs lupa")

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 import fila
-from fila._env import NO_EXTENSIONS_VAR, extensions_disabled
+from fila._env import NO_EXTENSIONS_VAR
+from fila._env import extensions_disabled
 
 # The directory that holds the ``fila`` package this test process imported: the
 # child interpreters must import the very same one (installed wheel or tree).

@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
-from fila.errors import DecodeError, EncodeError
-from fila.protocol import messages, pure
+from fila.errors import DecodeError
+from fila.errors import EncodeError
+from fila.protocol import messages
+from fila.protocol import pure
 from fila.protocol.constants import MAX_FRAME_SIZE
 
 HERE = Path(__file__).resolve().parent

@@ -1,8 +1,11 @@
 """Type stubs for the compiled codec twin (same API as :mod:`fila.protocol.pure`'s hot path)."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import Field
-from typing import Any, ClassVar, Final
+from typing import Any
+from typing import ClassVar
+from typing import Final
 
 IMPLEMENTATION: Final[str]
 

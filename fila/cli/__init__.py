@@ -19,7 +19,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from ._parser import UsageError, build_parser, resolve_globals
+from ._parser import UsageError
+from ._parser import build_parser
+from ._parser import resolve_globals
 
 __all__ = [
     "EXIT_CONNECTION",
@@ -56,7 +58,8 @@ DEFAULT_PROG = "fila-py"
 
 
 def _version(prog: str) -> str:
-    from .. import CODEC_IMPLEMENTATION, __version__
+    from .. import CODEC_IMPLEMENTATION
+    from .. import __version__
 
     python = f"{platform.python_implementation()} {platform.python_version()}"
     return f"{prog} {__version__} (codec {CODEC_IMPLEMENTATION}, {python})"

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import _output as out
-from ._parser import UsageError, serve_argv
+from ._parser import UsageError
+from ._parser import serve_argv
 
 ACL_KINDS = ("produce", "consume", "admin")
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
+from typing import NoReturn
 
 DEFAULT_ADDR = "localhost:5555"
 DEFAULT_PORT = 5555

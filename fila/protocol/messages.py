@@ -26,13 +26,19 @@ its entry here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
+from typing import NamedTuple
 
 from .. import errors as _errors  # a module: fila.errors imports fila.protocol
 from . import _failures as fail
-from .constants import MAX_FRAME_SIZE, MAX_U16, MAX_U32, Opcode
-from .pure import Reader, Writer
+from .constants import MAX_FRAME_SIZE
+from .constants import MAX_U16
+from .constants import MAX_U32
+from .constants import Opcode
+from .pure import Reader
+from .pure import Writer
 
 
 class Field(NamedTuple):

@@ -18,28 +18,31 @@ request_id | payload``, big-endian; body layouts are in
 from __future__ import annotations
 
 import inspect
-
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import Field, FrozenInstanceError, dataclass
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import Field
+from dataclasses import FrozenInstanceError
+from dataclasses import dataclass
 from operator import attrgetter
-from struct import Struct, calcsize
-from typing import Any, ClassVar
+from struct import Struct
+from struct import calcsize
+from typing import Any
+from typing import ClassVar
 
 from .. import errors as _errors
 from . import _failures as fail
-from .constants import (
-    DEFAULT_MAX_PENDING_STREAMS,
-    DEFAULT_MAX_REASSEMBLED_SIZE,
-    ERROR_CODE_BY_BYTE,
-    FLAG_CONTINUATION,
-    HEADER_SIZE,
-    MAX_DECODED_COUNT,
-    MAX_FRAME_SIZE,
-    MAX_U16,
-    MAX_U32,
-    MAX_U64,
-    Opcode,
-)
+from .constants import DEFAULT_MAX_PENDING_STREAMS
+from .constants import DEFAULT_MAX_REASSEMBLED_SIZE
+from .constants import ERROR_CODE_BY_BYTE
+from .constants import FLAG_CONTINUATION
+from .constants import HEADER_SIZE
+from .constants import MAX_DECODED_COUNT
+from .constants import MAX_FRAME_SIZE
+from .constants import MAX_U16
+from .constants import MAX_U32
+from .constants import MAX_U64
+from .constants import Opcode
 
 __all__ = [
     "IMPLEMENTATION",

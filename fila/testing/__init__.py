@@ -63,12 +63,18 @@ out an :class:`ExternalServer` (``fila.testing.external``) instead.
 
 from __future__ import annotations
 
-from .broker import Broker, BrokerError
+from .broker import Broker
+from .broker import BrokerError
 from .cluster import Cluster
-from .external import ExternalServer, ExternalServerError
-from .faults import SCHEDULER_OPCODES, Faults
+from .external import ExternalServer
+from .external import ExternalServerError
+from .faults import SCHEDULER_OPCODES
+from .faults import Faults
 from .hooks import lua_available
-from .tls import TestPKI, client_context, make_test_pki, server_context
+from .tls import TestPKI
+from .tls import client_context
+from .tls import make_test_pki
+from .tls import server_context
 
 __all__ = [
     "SCHEDULER_OPCODES",

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
-from .ids import new_key_id, new_token
+from .ids import new_key_id
+from .ids import new_token
 
 __all__ = ["BOOTSTRAP", "PERMISSION_KINDS", "ApiKey", "AuthStore", "pattern_matches", "pattern_within"]
 

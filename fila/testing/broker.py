@@ -7,18 +7,22 @@ import concurrent.futures
 import logging
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
 
 from ..protocol.constants import ErrorCode
-from .auth import PERMISSION_KINDS, AuthStore
+from .auth import PERMISSION_KINDS
+from .auth import AuthStore
 from .connection import Connection
 from .faults import Faults
 from .handlers import Handlers
 from .hooks import Hook
 from .scheduler import Scheduler
-from .tls import PemSource, server_context
+from .tls import PemSource
+from .tls import server_context
 
 __all__ = ["Broker", "BrokerError"]
 

@@ -84,27 +84,34 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from dataclasses import field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import TypeVar
 
-from ..protocol.constants import ErrorCode, Opcode
+from ..protocol.constants import ErrorCode
+from ..protocol.constants import Opcode
 from ..protocol.messages import encode_message
-from ..protocol.pure import (
-    decode_ack,
-    decode_enqueue,
-    decode_nack,
-    encode_ack_result,
-    encode_enqueue_result,
-    encode_nack_result,
-)
+from ..protocol.pure import decode_ack
+from ..protocol.pure import decode_enqueue
+from ..protocol.pure import decode_nack
+from ..protocol.pure import encode_ack_result
+from ..protocol.pure import encode_enqueue_result
+from ..protocol.pure import encode_nack_result
 from .auth import AuthStore
-from .broker import Broker, BrokerError
+from .broker import Broker
+from .broker import BrokerError
 from .faults import Faults
 from .handlers import Handlers
 from .hooks import Hook
-from .scheduler import DLQ_SUFFIX, Queue, Scheduler, StoredMessage
+from .scheduler import DLQ_SUFFIX
+from .scheduler import Queue
+from .scheduler import Scheduler
+from .scheduler import StoredMessage
 
 if TYPE_CHECKING:
     from .connection import Connection

@@ -22,15 +22,22 @@ import logging
 import socket
 from collections import deque
 from struct import Struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 from ..errors import DecodeError
-from ..protocol.constants import MAX_FRAME_SIZE, PROTOCOL_VERSION, ErrorCode, Opcode
-from ..protocol.messages import decode_body, encode_message
-from ..protocol.pure import Frame, FrameReader
+from ..protocol.constants import MAX_FRAME_SIZE
+from ..protocol.constants import PROTOCOL_VERSION
+from ..protocol.constants import ErrorCode
+from ..protocol.constants import Opcode
+from ..protocol.messages import decode_body
+from ..protocol.messages import encode_message
+from ..protocol.pure import Frame
+from ..protocol.pure import FrameReader
 from . import faults as _faults
 from .faults import SCHEDULER_OPCODES
-from .scheduler import Consumer, StoredMessage
+from .scheduler import Consumer
+from .scheduler import StoredMessage
 
 if TYPE_CHECKING:
     from .broker import Broker

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Generic
+from typing import TypeVar
 
 __all__ = ["Drr"]
 

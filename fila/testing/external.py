@@ -54,11 +54,16 @@ import warnings
 import weakref
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import NoReturn
 
 from .._core import parse_address
-from ..protocol.constants import PROTOCOL_VERSION, ErrorCode, Opcode
-from .broker import Broker, BrokerError
+from ..protocol.constants import PROTOCOL_VERSION
+from ..protocol.constants import ErrorCode
+from ..protocol.constants import Opcode
+from .broker import Broker
+from .broker import BrokerError
 from .tls import PemSource
 
 if TYPE_CHECKING:

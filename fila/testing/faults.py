@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import TypeVar
 
-from ..protocol.constants import ErrorCode, Opcode
+from ..protocol.constants import ErrorCode
+from ..protocol.constants import Opcode
 
 if TYPE_CHECKING:
     from .broker import Broker

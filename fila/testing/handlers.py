@@ -8,20 +8,22 @@ in the result.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
-from ..errors import DecodeError, EncodeError
-from ..protocol.constants import ErrorCode, Opcode
-from ..protocol.messages import decode_body, encode_message
-from ..protocol.pure import (
-    Frame,
-    decode_ack,
-    decode_enqueue,
-    decode_nack,
-    encode_ack_result,
-    encode_enqueue_result,
-    encode_nack_result,
-)
+from ..errors import DecodeError
+from ..errors import EncodeError
+from ..protocol.constants import ErrorCode
+from ..protocol.constants import Opcode
+from ..protocol.messages import decode_body
+from ..protocol.messages import encode_message
+from ..protocol.pure import Frame
+from ..protocol.pure import decode_ack
+from ..protocol.pure import decode_enqueue
+from ..protocol.pure import decode_nack
+from ..protocol.pure import encode_ack_result
+from ..protocol.pure import encode_enqueue_result
+from ..protocol.pure import encode_nack_result
 from .auth import PERMISSION_KINDS
 from .scheduler import CommandFailed
 

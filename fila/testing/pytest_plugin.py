@@ -44,8 +44,10 @@ double.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from typing import Any
 
 import pytest
 
@@ -119,7 +121,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    from .external import ENV_SERVER, ENV_SERVER_BIN
+    from .external import ENV_SERVER
+    from .external import ENV_SERVER_BIN
 
     given = [f"{v}={os.environ[v].strip()}" for v in (ENV_SERVER, ENV_SERVER_BIN) if os.environ.get(v, "").strip()]
     return f"fila brokers: real server ({', '.join(given)})" if given else None

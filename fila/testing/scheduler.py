@@ -11,14 +11,22 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from time import time_ns as _wall_ns  # not the lease clock tests shift
-from typing import Any, Protocol
+from typing import Any
+from typing import Protocol
 
 from ..protocol.constants import ErrorCode
 from ..protocol.pure import encode_delivery
 from .drr import Drr
-from .hooks import DEFAULT_FAIRNESS_KEY, Hook, LuaCompilationFailed, LuaVM, QueueHooks
-from .ids import UuidV7, canonical_uuid
-from .throttle import THROTTLE_PREFIX, TokenBucket, parse_throttle_value
+from .hooks import DEFAULT_FAIRNESS_KEY
+from .hooks import Hook
+from .hooks import LuaCompilationFailed
+from .hooks import LuaVM
+from .hooks import QueueHooks
+from .ids import UuidV7
+from .ids import canonical_uuid
+from .throttle import THROTTLE_PREFIX
+from .throttle import TokenBucket
+from .throttle import parse_throttle_value
 
 __all__ = ["CommandFailed", "Consumer", "DeliverySink", "Queue", "Scheduler", "StoredMessage"]
 

@@ -116,9 +116,11 @@ def make_test_pki(directory: str | os.PathLike[str]) -> TestPKI:
     """
     try:
         from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+        from cryptography.x509.oid import NameOID
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("make_test_pki needs the 'cryptography' package (pip install cryptography)") from exc
     import ipaddress

@@ -7,17 +7,24 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from fila.protocol.constants import ErrorCode, Opcode
-from fila.protocol.messages import BODY_TYPE_BY_OPCODE, decode_body, encode_message
-from fila.protocol.pure import Frame, FrameReader
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
+from fila.protocol.messages import BODY_TYPE_BY_OPCODE
+from fila.protocol.messages import decode_body
+from fila.protocol.messages import encode_message
+from fila.protocol.pure import Frame
+from fila.protocol.pure import FrameReader
 from fila.testing import Broker
 from fila.testing import scheduler as _scheduler
-from fila.testing.pytest_plugin import fila_broker, fila_broker_factory, fila_test_pki  # noqa: F401
+from fila.testing.pytest_plugin import fila_broker  # noqa: F401
+from fila.testing.pytest_plugin import fila_broker_factory  # noqa: F401
+from fila.testing.pytest_plugin import fila_test_pki  # noqa: F401
 
 TIMEOUT = 5.0
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 
 import pytest
 
-from fila.protocol.constants import ErrorCode, Opcode
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
 from fila.protocol.messages import decode_body
 from fila.testing import Broker
 

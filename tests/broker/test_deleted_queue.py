@@ -15,7 +15,9 @@ from collections.abc import Callable
 from fila.protocol.constants import ErrorCode
 from fila.testing import Broker
 
-from .conftest import Clock, Wire, wait_until
+from .conftest import Clock
+from .conftest import Wire
+from .conftest import wait_until
 
 
 def _delete(w: Wire, name: str) -> None:

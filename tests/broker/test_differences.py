@@ -13,10 +13,13 @@ from typing import Any
 
 import pytest
 
-from fila.protocol.constants import ErrorCode, Opcode
-from fila.testing import Broker, lua_available
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
+from fila.testing import Broker
+from fila.testing import lua_available
 
-from .conftest import Wire, wait_until
+from .conftest import Wire
+from .conftest import wait_until
 
 
 def test_state_lives_in_the_broker_object_and_a_restart_resets_nothing() -> None:

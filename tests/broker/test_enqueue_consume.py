@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from fila.protocol.constants import ErrorCode, Opcode
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
 from fila.protocol.messages import decode_body
 from fila.protocol.pure import encode_frame
 from fila.testing import Broker

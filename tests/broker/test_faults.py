@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from fila.protocol.constants import ErrorCode, Opcode
-from fila.protocol.messages import decode_body, encode_message
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
+from fila.protocol.messages import decode_body
+from fila.protocol.messages import encode_message
 from fila.testing import Broker
 
-from .conftest import Closed, Wire, wait_until
+from .conftest import Closed
+from .conftest import Wire
+from .conftest import wait_until
 
 
 def test_fail_next_channel_full_then_recovers(broker: Broker, wire: Wire) -> None:

@@ -6,8 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from fila.protocol.constants import ErrorCode, Opcode
-from fila.protocol.messages import decode_body, encode_message
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
+from fila.protocol.messages import decode_body
+from fila.protocol.messages import encode_message
 from fila.protocol.pure import encode_frame
 
 from .conftest import Wire

@@ -7,8 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from fila.protocol.constants import ErrorCode, Opcode
-from fila.protocol.messages import decode_body, encode_message
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
+from fila.protocol.messages import decode_body
+from fila.protocol.messages import encode_message
 from fila.testing import Broker
 
 from .conftest import Wire

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from fila.protocol.constants import ErrorCode
-from fila.testing import Broker, BrokerError, lua_available
+from fila.testing import Broker
+from fila.testing import BrokerError
+from fila.testing import lua_available
 
 from .conftest import Wire
 
@@ -303,7 +305,9 @@ def test_python_hook_weights_follow_the_lua_rules(broker: Broker, wire: Wire, va
 @needs_lua
 def test_python_and_lua_conversions_agree() -> None:
     """The Python rules for Python hooks give what Lua itself gives (lupa as the oracle)."""
-    from fila.testing.hooks import _as_weight, lua_number, lua_tostring
+    from fila.testing.hooks import _as_weight
+    from fila.testing.hooks import lua_number
+    from fila.testing.hooks import lua_tostring
 
     lupa = pytest.importorskip("lupa.lua54")
     rt = lupa.LuaRuntime()

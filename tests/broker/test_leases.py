@@ -8,7 +8,9 @@ import pytest
 
 from fila.testing import Broker
 
-from .conftest import Clock, Wire, wait_until
+from .conftest import Clock
+from .conftest import Wire
+from .conftest import wait_until
 
 
 def test_expired_lease_is_redelivered_with_attempt_plus_one(wire: Wire) -> None:

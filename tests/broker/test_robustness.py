@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from fila.protocol.constants import Opcode

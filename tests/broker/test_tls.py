@@ -9,7 +9,9 @@ from collections.abc import Callable
 import pytest
 
 from fila.protocol.constants import Opcode
-from fila.testing import Broker, TestPKI, client_context
+from fila.testing import Broker
+from fila.testing import TestPKI
+from fila.testing import client_context
 
 from .conftest import Wire
 

@@ -17,9 +17,12 @@ import pytest
 
 from fila.protocol.constants import Opcode
 from fila.protocol.messages import encode_message
-from fila.testing import Broker, TestPKI, client_context
+from fila.testing import Broker
+from fila.testing import TestPKI
+from fila.testing import client_context
 
-from .conftest import Wire, wait_until
+from .conftest import Wire
+from .conftest import wait_until
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="relies on Linux's delayed ACK (~40 ms)")
 
@@ -284,7 +287,8 @@ def test_deliveries_buffered_at_cancel_still_arrive(broker: Broker, connect: Cal
 
 
 def test_cli_timing_switches() -> None:
-    from fila.testing.__main__ import _broker, _parser
+    from fila.testing.__main__ import _broker
+    from fila.testing.__main__ import _parser
 
     default = _broker(_parser().parse_args([]))
     assert (default.nagle, default.idle_reclaim, default.lease_check_interval) == (True, True, 0.1)

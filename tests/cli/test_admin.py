@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import one_line_error, run_cli
+from cli_helpers import one_line_error
+from cli_helpers import run_cli
 
 from fila import Client
 from fila.cli import EXIT_SERVER
-from fila.testing import Broker, lua_available
+from fila.testing import Broker
+from fila.testing import lua_available
 
 
 def ok(broker: Broker, *args: str) -> str:

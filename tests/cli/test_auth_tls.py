@@ -7,10 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import one_line_error, run_cli
+from cli_helpers import one_line_error
+from cli_helpers import run_cli
 
-from fila.cli import EXIT_CONNECTION, EXIT_SERVER
-from fila.testing import Broker, TestPKI
+from fila.cli import EXIT_CONNECTION
+from fila.cli import EXIT_SERVER
+from fila.testing import Broker
+from fila.testing import TestPKI
 
 ROOT_KEY = "cli-root-key"
 

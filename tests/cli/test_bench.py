@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cli_helpers import one_line_error, run_cli
+from cli_helpers import one_line_error
+from cli_helpers import run_cli
 
 import fila
 from fila import Client

@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_helpers import one_line_error, run_cli
+from cli_helpers import one_line_error
+from cli_helpers import run_cli
 
-from fila.cli import EXIT_CONNECTION, EXIT_SERVER, EXIT_USAGE, main
+from fila.cli import EXIT_CONNECTION
+from fila.cli import EXIT_SERVER
+from fila.cli import EXIT_USAGE
+from fila.cli import main
 from fila.testing import Broker
 
 UNREACHABLE = "localhost:1"

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import FILA_HOME, run_cli
+from cli_helpers import FILA_HOME
+from cli_helpers import run_cli
 
 import fila
 from fila.cli import main

@@ -8,7 +8,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from cli_helpers import cli_env, one_line_error, run_cli
+from cli_helpers import cli_env
+from cli_helpers import one_line_error
+from cli_helpers import run_cli
 
 from fila.cli import EXIT_SERVER
 

@@ -12,17 +12,23 @@ import gc
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from client_helpers import run
 
 import fila
-from fila import AccumulatorMode, AclPermission, AsyncClient, Linger
+from fila import AccumulatorMode
+from fila import AclPermission
+from fila import AsyncClient
+from fila import Linger
 from fila import errors as E
 from fila.protocol import pure
-from fila.protocol.constants import MAX_FRAME_SIZE, ErrorCode, Opcode
+from fila.protocol.constants import MAX_FRAME_SIZE
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
 from fila.protocol.messages import encode_message
 from fila.testing import Broker
 

@@ -21,11 +21,11 @@ import threading
 import time
 
 import pytest
-
-from fila import AsyncClient, Client
-from fila.testing import Broker
-
 from client_helpers import run
+
+from fila import AsyncClient
+from fila import Client
+from fila.testing import Broker
 
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "TCP_QUICKACK"),

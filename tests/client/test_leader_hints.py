@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 from client_helpers import run
 
-from fila import AccumulatorMode, AsyncClient, Client
-from fila.protocol.constants import ErrorCode, Opcode
+from fila import AccumulatorMode
+from fila import AsyncClient
+from fila import Client
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
 
 
 @pytest.fixture

@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, AsyncConsumer, Client, Consumer
+from fila import AsyncClient
+from fila import AsyncConsumer
+from fila import Client
+from fila import Consumer
 
 # Names only the asyncio twin has (documented there).
 ASYNC_ONLY: dict[type, set[str]] = {AsyncClient: set(), AsyncConsumer: {"aclose", "start"}}

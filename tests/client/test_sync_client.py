@@ -16,25 +16,24 @@ import threading
 import uuid
 
 import pytest
-from client_helpers import run_threads, wait_until
+from client_helpers import run_threads
+from client_helpers import wait_until
 
 import fila
-from fila import (
-    AccumulatorMode,
-    AclEntry,
-    AclPermission,
-    ApiKeyInfo,
-    Client,
-    ConsumeMessage,
-    CreateApiKeyResult,
-    EnqueueResult,
-    ErrorCode,
-    FairnessKeyStat,
-    Linger,
-    QueueInfo,
-    StatsResult,
-    ThrottleKeyStat,
-)
+from fila import AccumulatorMode
+from fila import AclEntry
+from fila import AclPermission
+from fila import ApiKeyInfo
+from fila import Client
+from fila import ConsumeMessage
+from fila import CreateApiKeyResult
+from fila import EnqueueResult
+from fila import ErrorCode
+from fila import FairnessKeyStat
+from fila import Linger
+from fila import QueueInfo
+from fila import StatsResult
+from fila import ThrottleKeyStat
 from fila import errors as E
 from fila.testing import Broker
 

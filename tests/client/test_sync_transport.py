@@ -14,7 +14,10 @@ from client_helpers import wait_until
 from fila import Client
 from fila import errors as E
 from fila._core import Subscription
-from fila.protocol import ErrorCode, FrameReader, Opcode, encode_message
+from fila.protocol import ErrorCode
+from fila.protocol import FrameReader
+from fila.protocol import Opcode
+from fila.protocol import encode_message
 from fila.testing import Broker
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
+from collections.abc import Coroutine
 from typing import Any
 
 from fila.testing import Cluster
@@ -61,7 +62,8 @@ class Raw:
     def __init__(self, address: str, timeout: float = 5.0) -> None:
         import socket
 
-        from fila._core import Settings, parse_address
+        from fila._core import Settings
+        from fila._core import parse_address
         from fila.protocol import FrameReader
 
         host, port = parse_address(address)
@@ -101,7 +103,8 @@ class Raw:
 
     def call(self, body: str, fields: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         """Send a request by body type name; ``(opcode, decoded answer)`` (Error frames decoded too)."""
-        from fila.protocol.messages import decode_body, encode_message
+        from fila.protocol.messages import decode_body
+        from fila.protocol.messages import encode_message
 
         rid = self.send(lambda r: encode_message(body, r, fields or {}))
         frame = self._next(rid)
@@ -109,14 +112,16 @@ class Raw:
         return frame.opcode, (decode_body(kind, frame.payload) if frame.payload else {})
 
     def enqueue(self, items: list[tuple[str, dict[str, str], bytes]]) -> list[tuple[int, str]]:
-        from fila.protocol import decode_enqueue_result, encode_enqueue
+        from fila.protocol import decode_enqueue_result
+        from fila.protocol import encode_enqueue
 
         frame = self._next(self.send(lambda r: encode_enqueue(r, items)))
         assert frame.opcode == 0x11, hex(frame.opcode)
         return decode_enqueue_result(frame.payload)
 
     def ack(self, items: list[tuple[str, str]]) -> list[int]:
-        from fila.protocol import decode_ack_result, encode_ack
+        from fila.protocol import decode_ack_result
+        from fila.protocol import encode_ack
 
         frame = self._next(self.send(lambda r: encode_ack(r, items)))
         assert frame.opcode == 0x17, hex(frame.opcode)

@@ -13,10 +13,14 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, Client
+from fila import AsyncClient
+from fila import Client
 from fila.testing import Cluster
 
-from .cluster_helpers import FAST, addrs, run, wait_until
+from .cluster_helpers import FAST
+from .cluster_helpers import addrs
+from .cluster_helpers import run
+from .cluster_helpers import wait_until
 
 N = 200
 

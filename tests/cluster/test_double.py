@@ -15,7 +15,9 @@ from fila import Client
 from fila.protocol.constants import ErrorCode
 from fila.testing import Cluster
 
-from .cluster_helpers import FAST, Raw, wait_until
+from .cluster_helpers import FAST
+from .cluster_helpers import Raw
+from .cluster_helpers import wait_until
 
 NO_SCRIPT: dict[str, Any] = {"on_enqueue_script": None, "on_failure_script": None, "visibility_timeout_ms": 0}
 

@@ -25,11 +25,17 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, Client, ClientEvent
-from fila.errors import FilaConnectionError, FilaError
+from fila import AsyncClient
+from fila import Client
+from fila import ClientEvent
+from fila.errors import FilaConnectionError
+from fila.errors import FilaError
 from fila.testing import Cluster
 
-from .cluster_helpers import FAST, addrs, run, wait_until
+from .cluster_helpers import FAST
+from .cluster_helpers import addrs
+from .cluster_helpers import run
+from .cluster_helpers import wait_until
 
 FAILOVER = 1.0
 #: Generous: the failover delay plus reconnect backoff (reconnect_max_delay=0.2) and scheduling noise.

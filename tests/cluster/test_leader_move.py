@@ -13,10 +13,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fila import AsyncClient, Client, ClientEvent
+from fila import AsyncClient
+from fila import Client
+from fila import ClientEvent
 from fila.testing import Cluster
 
-from .cluster_helpers import FAST, addrs, run, wait_until
+from .cluster_helpers import FAST
+from .cluster_helpers import addrs
+from .cluster_helpers import run
+from .cluster_helpers import wait_until
 
 FREEZE = 4.0  # longer than BOUND: a consumer that only recovers when the node thaws fails
 #: A few leader_check_intervals (0.2 s) plus a resubscribe; well inside the freeze.

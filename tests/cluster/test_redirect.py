@@ -14,10 +14,14 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, Client, ClientEvent
+from fila import AsyncClient
+from fila import Client
+from fila import ClientEvent
 from fila.testing import Cluster
 
-from .cluster_helpers import FAST, addrs, run
+from .cluster_helpers import FAST
+from .cluster_helpers import addrs
+from .cluster_helpers import run
 
 #: Far more than a located subscribe needs; a consumer that retried NotLeader until its request timeout
 #: (10 s here) would take all of it, then fail.

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
-from fila._core import Nodes, Settings, Subscription
+from fila._core import Nodes
+from fila._core import Settings
+from fila._core import Subscription
 from fila.errors import ConnectionLostError
 
 ADDRS = ["10.0.0.1:5555", "10.0.0.2:5555", "10.0.0.3:5555"]

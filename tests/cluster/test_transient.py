@@ -21,11 +21,14 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, Client
+from fila import AsyncClient
+from fila import Client
 from fila.errors import InternalServerError
 from fila.testing import Cluster
 
-from .cluster_helpers import FAST, addrs, run
+from .cluster_helpers import FAST
+from .cluster_helpers import addrs
+from .cluster_helpers import run
 
 WINDOW = 0.4  # seconds without a leader after CreateQueue
 

@@ -10,10 +10,12 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
+from collections.abc import Coroutine
 from typing import Any
 
-from fila.protocol.constants import MAX_FRAME_SIZE, Opcode
+from fila.protocol.constants import MAX_FRAME_SIZE
+from fila.protocol.constants import Opcode
 from fila.protocol.messages import encode_message
 
 ASYNC_TEST_TIMEOUT = 30.0

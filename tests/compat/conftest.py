@@ -9,11 +9,13 @@ tests needing the double's faults, request spy or internals are skipped).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from compat_helpers import FakeServer, RequestSpy
+from compat_helpers import FakeServer
+from compat_helpers import RequestSpy
 
 import fila
 from fila.testing import Broker

@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from fila import (
-    AccumulatorMode,
-    AsyncClient,
-    Client,
-    ConsumeMessage,
-    FilaError,
-    Linger,
-    MessageNotFoundError,
-    QueueNotFoundError,
-    RPCError,
-)
+from fila import AccumulatorMode
+from fila import AsyncClient
+from fila import Client
+from fila import ConsumeMessage
+from fila import FilaError
+from fila import Linger
+from fila import MessageNotFoundError
+from fila import QueueNotFoundError
+from fila import RPCError
 
 
 def produce_and_consume(addr: str) -> None:

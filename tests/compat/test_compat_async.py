@@ -7,12 +7,15 @@ import collections.abc
 from typing import Any
 
 import pytest
-from compat_helpers import await_until, run
-from test_compat_sync import ONE_SHOT_CODES, UUID7
+from compat_helpers import await_until
+from compat_helpers import run
+from test_compat_sync import ONE_SHOT_CODES
+from test_compat_sync import UUID7
 
 import fila
 from fila import errors as E
-from fila.protocol.constants import ErrorCode, Opcode
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
 from fila.testing import Broker
 
 

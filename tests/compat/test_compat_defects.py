@@ -16,20 +16,19 @@ import time
 from typing import Any
 
 import pytest
-from compat_helpers import (
-    RequestSpy,
-    await_until,
-    error_frame,
-    raw_frame,
-    run,
-    wait_until,
-    within,
-)
+from compat_helpers import RequestSpy
+from compat_helpers import await_until
+from compat_helpers import error_frame
+from compat_helpers import raw_frame
+from compat_helpers import run
+from compat_helpers import wait_until
+from compat_helpers import within
 
 import fila
 from fila import errors as E
 from fila.protocol import pure
-from fila.protocol.constants import ErrorCode, Opcode
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
 from fila.protocol.messages import encode_message
 from fila.testing import Broker
 

@@ -18,7 +18,8 @@ from compat_helpers import within
 
 import fila
 from fila import errors as E
-from fila.protocol.constants import ErrorCode, Opcode
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
 from fila.testing import Broker
 
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fila._core import Settings
-from fila.protocol import FrameReader, Opcode, encode_message
-from fila.protocol.pure import ConsumeMessage, encode_delivery
+from fila.protocol import FrameReader
+from fila.protocol import Opcode
+from fila.protocol import encode_message
+from fila.protocol.pure import ConsumeMessage
+from fila.protocol.pure import encode_delivery
 
 
 class Recorder:

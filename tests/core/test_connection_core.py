@@ -7,22 +7,31 @@ import logging
 
 import pytest
 
-from fila._core import ConnectionCore, NullWaiter, connection_lost
-from fila.errors import (
-    ClientClosedError,
-    ConnectionLostError,
-    DecodeError,
-    FilaConnectionError,
-    NotLeaderError,
-    ProtocolError,
-    RequestTimeoutError,
-    UnauthorizedError,
-    UnsupportedVersionError,
-)
-from fila.protocol import MAX_FRAME_SIZE, ErrorCode, Opcode, encode_message
+from fila._core import ConnectionCore
+from fila._core import NullWaiter
+from fila._core import connection_lost
+from fila.errors import ClientClosedError
+from fila.errors import ConnectionLostError
+from fila.errors import DecodeError
+from fila.errors import FilaConnectionError
+from fila.errors import NotLeaderError
+from fila.errors import ProtocolError
+from fila.errors import RequestTimeoutError
+from fila.errors import UnauthorizedError
+from fila.errors import UnsupportedVersionError
+from fila.protocol import MAX_FRAME_SIZE
+from fila.protocol import ErrorCode
+from fila.protocol import Opcode
+from fila.protocol import encode_message
 from fila.protocol.messages import decode_body
 
-from .helpers import Recorder, control, delivery, error_frame, handshake_ok, one_frame, settings
+from .helpers import Recorder
+from .helpers import control
+from .helpers import delivery
+from .helpers import error_frame
+from .helpers import handshake_ok
+from .helpers import one_frame
+from .helpers import settings
 
 PONG = Opcode.PONG
 

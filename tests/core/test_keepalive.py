@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fila._core import Keepalive
-from fila.errors import ConnectionLostError, FilaConnectionError
+from fila.errors import ConnectionLostError
+from fila.errors import FilaConnectionError
 
 
 def test_disabled_keepalive_never_acts() -> None:

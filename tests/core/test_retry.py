@@ -6,16 +6,17 @@ import random
 
 import pytest
 
-from fila._core import Backoff, Retry, item_retryable, retryable
-from fila.errors import (
-    ChannelFullError,
-    ConnectionLostError,
-    InternalServerError,
-    NodeNotReadyError,
-    NotLeaderError,
-    QueueNotFoundError,
-    RequestTimeoutError,
-)
+from fila._core import Backoff
+from fila._core import Retry
+from fila._core import item_retryable
+from fila._core import retryable
+from fila.errors import ChannelFullError
+from fila.errors import ConnectionLostError
+from fila.errors import InternalServerError
+from fila.errors import NodeNotReadyError
+from fila.errors import NotLeaderError
+from fila.errors import QueueNotFoundError
+from fila.errors import RequestTimeoutError
 from fila.protocol import ErrorCode
 
 

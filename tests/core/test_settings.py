@@ -6,7 +6,9 @@ import ssl
 
 import pytest
 
-from fila._core import Settings, format_address, parse_address
+from fila._core import Settings
+from fila._core import format_address
+from fila._core import parse_address
 from fila.protocol import Opcode
 from fila.protocol.messages import decode_body
 

@@ -7,30 +7,26 @@ import random
 
 import pytest
 
-from fila._core import (
-    MAX_REDIRECTS,
-    RAFT_GROUP_GRACE,
-    STABLE_AFTER,
-    WARN_AFTER_FAILURES,
-    Decision,
-    Nodes,
-    Settings,
-    Subscription,
-)
-from fila.errors import (
-    ChannelFullError,
-    ClientClosedError,
-    ConnectError,
-    ConnectionLostError,
-    DecodeError,
-    ForbiddenError,
-    NodeNotReadyError,
-    NotLeaderError,
-    ProtocolError,
-    QueueNotFoundError,
-    RequestTimeoutError,
-    UnauthorizedError,
-)
+from fila._core import MAX_REDIRECTS
+from fila._core import RAFT_GROUP_GRACE
+from fila._core import STABLE_AFTER
+from fila._core import WARN_AFTER_FAILURES
+from fila._core import Decision
+from fila._core import Nodes
+from fila._core import Settings
+from fila._core import Subscription
+from fila.errors import ChannelFullError
+from fila.errors import ClientClosedError
+from fila.errors import ConnectError
+from fila.errors import ConnectionLostError
+from fila.errors import DecodeError
+from fila.errors import ForbiddenError
+from fila.errors import NodeNotReadyError
+from fila.errors import NotLeaderError
+from fila.errors import ProtocolError
+from fila.errors import QueueNotFoundError
+from fila.errors import RequestTimeoutError
+from fila.errors import UnauthorizedError
 
 from .helpers import settings
 

@@ -10,7 +10,8 @@ with ``-m slow`` (any ``-m`` expression disables the default deselection).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 

@@ -25,9 +25,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from fila.protocol.constants import ErrorCode, Opcode
-from fila.protocol.messages import decode_body, encode_message
-from fila.protocol.pure import Frame, FrameReader, decode_enqueue, encode_delivery
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
+from fila.protocol.messages import decode_body
+from fila.protocol.messages import encode_message
+from fila.protocol.pure import Frame
+from fila.protocol.pure import FrameReader
+from fila.protocol.pure import decode_enqueue
+from fila.protocol.pure import encode_delivery
 
 HEADER = struct.Struct(">IBBI")
 CONTINUATION = 0x01

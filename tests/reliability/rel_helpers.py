@@ -15,7 +15,9 @@ import threading
 import time
 import traceback
 import tracemalloc
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable
+from collections.abc import Coroutine
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any

@@ -38,9 +38,17 @@ import tracemalloc
 
 import pytest
 
-from fila import AsyncClient, Client
+from fila import AsyncClient
+from fila import Client
 
-from .rel_helpers import ProcBroker, async_wait_for, report, run_async, settled_memory, traced, wait_for, watchdog
+from .rel_helpers import ProcBroker
+from .rel_helpers import async_wait_for
+from .rel_helpers import report
+from .rel_helpers import run_async
+from .rel_helpers import settled_memory
+from .rel_helpers import traced
+from .rel_helpers import wait_for
+from .rel_helpers import watchdog
 
 QUEUE = "bp"
 SIZE = 1024

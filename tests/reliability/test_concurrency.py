@@ -24,9 +24,13 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, Client
+from fila import AsyncClient
+from fila import Client
 
-from .rel_helpers import report, run_async, wait_for, watchdog
+from .rel_helpers import report
+from .rel_helpers import run_async
+from .rel_helpers import wait_for
+from .rel_helpers import watchdog
 
 QUEUE = "conc"
 SIZES = [pytest.param(4_000, id="4k"), pytest.param(100_000, id="100k", marks=pytest.mark.slow)]

@@ -40,11 +40,16 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, Client
+from fila import AsyncClient
+from fila import Client
 from fila.errors import FilaError
 from fila.protocol.constants import Opcode
 
-from .rel_helpers import Events, broker_messages, report, run_async, watchdog
+from .rel_helpers import Events
+from .rel_helpers import broker_messages
+from .rel_helpers import report
+from .rel_helpers import run_async
+from .rel_helpers import watchdog
 
 QUEUE = "alo"
 VT_MS = 1000

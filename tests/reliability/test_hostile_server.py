@@ -34,21 +34,28 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, Client
-from fila.errors import (
-    ConnectError,
-    DecodeError,
-    FilaConnectionError,
-    FilaError,
-    ProtocolError,
-    RequestTimeoutError,
-    UnsupportedVersionError,
-)
+from fila import AsyncClient
+from fila import Client
+from fila.errors import ConnectError
+from fila.errors import DecodeError
+from fila.errors import FilaConnectionError
+from fila.errors import FilaError
+from fila.errors import ProtocolError
+from fila.errors import RequestTimeoutError
+from fila.errors import UnsupportedVersionError
 from fila.protocol.constants import Opcode
 
 from . import rawnet
-from .rawnet import Peer, RawServer, frame, u16str
-from .rel_helpers import Events, report, run_async, settled_memory, traced, watchdog
+from .rawnet import Peer
+from .rawnet import RawServer
+from .rawnet import frame
+from .rawnet import u16str
+from .rel_helpers import Events
+from .rel_helpers import report
+from .rel_helpers import run_async
+from .rel_helpers import settled_memory
+from .rel_helpers import traced
+from .rel_helpers import watchdog
 
 #: Traced-memory allowance of one scenario beyond what the server sent: two receive
 #: buffers (256 KiB each: asyncio's read size; the sync driver reads 64 KiB) plus the client's own

@@ -24,9 +24,17 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, Client
+from fila import AsyncClient
+from fila import Client
 
-from .rel_helpers import ProcBroker, fd_count, fila_threads, report, run_async, settled_memory, traced, watchdog
+from .rel_helpers import ProcBroker
+from .rel_helpers import fd_count
+from .rel_helpers import fila_threads
+from .rel_helpers import report
+from .rel_helpers import run_async
+from .rel_helpers import settled_memory
+from .rel_helpers import traced
+from .rel_helpers import watchdog
 
 QUEUE = "leak"
 PAYLOAD = b"x" * 200

@@ -37,11 +37,18 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, Client
-from fila.errors import FilaConnectionError, FilaError
+from fila import AsyncClient
+from fila import Client
+from fila.errors import FilaConnectionError
+from fila.errors import FilaError
 
 from .rawnet import DropProxy
-from .rel_helpers import Events, broker_messages, report, run_async, wait_for, watchdog
+from .rel_helpers import Events
+from .rel_helpers import broker_messages
+from .rel_helpers import report
+from .rel_helpers import run_async
+from .rel_helpers import wait_for
+from .rel_helpers import watchdog
 
 QUEUE = "produce"
 FAST = 2_000

@@ -37,10 +37,17 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, Client
-from fila.errors import ConnectError, FilaError, UnauthorizedError
+from fila import AsyncClient
+from fila import Client
+from fila.errors import ConnectError
+from fila.errors import FilaError
+from fila.errors import UnauthorizedError
 
-from .rel_helpers import FILA_HOME, Events, run_async, wait_for, watchdog
+from .rel_helpers import FILA_HOME
+from .rel_helpers import Events
+from .rel_helpers import run_async
+from .rel_helpers import wait_for
+from .rel_helpers import watchdog
 
 SECRET = "s3cr3t-KEY-7f1c2a9e"
 WRONG = "wr0ng-KEY-55d0b1c4"

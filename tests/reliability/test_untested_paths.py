@@ -37,14 +37,24 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, Client
-from fila.errors import ChannelFullError, ConnectError, FilaConnectionError, RequestTimeoutError
-from fila.protocol.constants import ErrorCode, Opcode
+from fila import AsyncClient
+from fila import Client
+from fila.errors import ChannelFullError
+from fila.errors import ConnectError
+from fila.errors import FilaConnectionError
+from fila.errors import RequestTimeoutError
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
 from fila.testing import Broker
 
 from . import rawnet
 from .rawnet import RawServer
-from .rel_helpers import Events, async_wait_for, broker_messages, run_async, wait_for, watchdog
+from .rel_helpers import Events
+from .rel_helpers import async_wait_for
+from .rel_helpers import broker_messages
+from .rel_helpers import run_async
+from .rel_helpers import wait_for
+from .rel_helpers import watchdog
 
 QUEUE = "paths"
 

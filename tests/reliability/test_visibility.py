@@ -25,11 +25,17 @@ from typing import Any
 
 import pytest
 
-from fila import AsyncClient, Client
-from fila.errors import ChannelFullError, FilaConnectionError, FilaError
-from fila.protocol.constants import ErrorCode, Opcode
+from fila import AsyncClient
+from fila import Client
+from fila.errors import ChannelFullError
+from fila.errors import FilaConnectionError
+from fila.errors import FilaError
+from fila.protocol.constants import ErrorCode
+from fila.protocol.constants import Opcode
 
-from .rel_helpers import Events, run_async, watchdog
+from .rel_helpers import Events
+from .rel_helpers import run_async
+from .rel_helpers import watchdog
 
 QUEUE = "vis"
 
