@@ -475,10 +475,21 @@ class HotBatch:
                 for i in part:
                     self.out[i] = exc
             return
-        again = [i for i, r in zip(part, results, strict=True) if _item_again(r)]
-        retrying = bool(again) and self._again(again, None)
-        for i, r in zip(part, results, strict=True):
-            if not (retrying and _item_again(r)):
+        # Once per item: only failed items are looked at twice (enqueue items are (code, id)).
+        if self._kind is ENQUEUE:
+            failed = [k for k, r in enumerate(results) if r[0]]
+        else:
+            failed = [k for k, code in enumerate(results) if code]
+        again = [k for k in failed if _item_again(results[k])]
+        if again and self._again([part[k] for k in again], None):
+            keep = set(again)
+            for k, i in enumerate(part):
+                if k not in keep:
+                    self.out[i] = results[k]
+        elif part[-1] - part[0] + 1 == len(part):  # contiguous (a first send): one slice
+            self.out[part[0] : part[-1] + 1] = results
+        else:
+            for i, r in zip(part, results, strict=True):
                 self.out[i] = r
 
     def _again(self, part: list[int], exc: FilaError | None) -> bool:
