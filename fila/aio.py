@@ -239,7 +239,7 @@ class AsyncClient(ClientBase):
     async def enqueue_many(
         self, messages: Iterable[tuple[str, dict[str, str] | None, bytes]], *, timeout: float | None = None
     ) -> list[EnqueueResult]:
-        items = [ops.enqueue_item(m) for m in messages]
+        items = ops.enqueue_items(messages)
         return ops.enqueue_results(items, await self._hot_batch(ops.ENQUEUE, items, timeout))
 
     async def flush(self, timeout: float | None = None) -> bool:

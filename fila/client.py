@@ -229,7 +229,7 @@ class Client(ClientBase):
         server refuses as a whole (e.g. :class:`~fila.ForbiddenError`) and
         transport failures raise.
         """
-        items = [ops.enqueue_item(m) for m in messages]
+        items = ops.enqueue_items(messages)
         return ops.enqueue_results(items, self._hot_batch(ops.ENQUEUE, items, timeout))
 
     def flush(self, timeout: float | None = None) -> bool:
