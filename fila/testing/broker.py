@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import ssl
 import threading
 from collections.abc import Callable
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Any
 from typing import TypeVar
 
 from ..protocol.constants import ErrorCode
+from ._loop import LoopThread
 from .auth import PERMISSION_KINDS
 from .auth import AuthStore
 from .connection import Connection
@@ -30,14 +29,13 @@ log = logging.getLogger("fila")
 
 T = TypeVar("T")
 
-_CALL_TIMEOUT = 30.0
 
 
 class BrokerError(Exception):
     """A convenience call on :class:`Broker` failed (the message says why)."""
 
 
-class Broker:
+class Broker(LoopThread):
     """A Fila broker double speaking FIBP over real TCP (optionally TLS/mTLS).
 
     ``api_key`` turns auth on with that bootstrap (superadmin) key;
@@ -192,88 +190,7 @@ class Broker:
         self._loop = None
         self._loop_thread = None
 
-    def start(self) -> Broker:
-        """Start in a background thread running its own event loop."""
-        if self._thread is not None or self._server is not None:
-            raise RuntimeError("broker already started")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as exc:
-                failure.append(exc)
-                loop.close()
-                ready.set()
-                return
-            # Signal readiness from inside the running loop: until then
-            # ``call()`` would run scheduler code on the caller's thread.
-            loop.call_soon(ready.set)
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        thread = threading.Thread(target=run, name=f"fila-testing-broker-{id(self):x}", daemon=True)
-        self._thread = thread
-        thread.start()
-        ready.wait()
-        if failure:
-            self._thread = None
-            thread.join()
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        """Stop a broker started with :meth:`start` (idempotent)."""
-        thread, loop = self._thread, self._loop
-        if thread is None:
-            return
-        self._thread = None
-        if loop is not None and loop.is_running():
-            fut = asyncio.run_coroutine_threadsafe(self.stop_async(), loop)
-            try:
-                fut.result(_CALL_TIMEOUT)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-        thread.join(_CALL_TIMEOUT)
-
-    def __enter__(self) -> Broker:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Broker:
-        return await self.start_async()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop_async()
-
     # ------------------------------------------------------- loop helpers
-
-    def call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the broker's loop (directly when already there) and return its result."""
-        loop = self._loop
-        if loop is None or self._loop_thread == threading.get_ident() or not loop.is_running():
-            return fn()
-        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                fut.set_result(fn())
-            except BaseException as exc:
-                fut.set_exception(exc)
-
-        loop.call_soon_threadsafe(run)
-        return fut.result(_CALL_TIMEOUT)
 
     def command(self) -> None:
         """A request reached the scheduler (SERVER.md §7.3, §7.6).

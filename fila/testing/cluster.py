@@ -78,7 +78,6 @@ client at :attr:`Cluster.address` (every node, comma-separated).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import threading
@@ -88,7 +87,6 @@ from collections.abc import Callable
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from dataclasses import field
-from types import TracebackType
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import TypeVar
@@ -102,6 +100,8 @@ from ..protocol.pure import decode_nack
 from ..protocol.pure import encode_ack_result
 from ..protocol.pure import encode_enqueue_result
 from ..protocol.pure import encode_nack_result
+from ._loop import CALL_TIMEOUT
+from ._loop import LoopThread
 from .auth import AuthStore
 from .broker import Broker
 from .broker import BrokerError
@@ -122,7 +122,6 @@ log = logging.getLogger("fila")
 
 T = TypeVar("T")
 
-_CALL_TIMEOUT = 30.0
 
 RAFT_GROUP_NOT_FOUND = "queue raft group not found"
 NO_LEADER = "no leader available"
@@ -278,7 +277,7 @@ class _NodeHandlers(Handlers):
         self._reply(conn, Opcode.LIST_QUEUES_RESULT, rid, fields)
 
 
-class Cluster:
+class Cluster(LoopThread):
     """``n`` FIBP nodes (ids 1..n) sharing one queue state, with a leader per queue.
 
     Options (defaults as the real server behaves): ``election_delay``
@@ -416,84 +415,6 @@ class Cluster:
         self._loop = None
         self._loop_thread = None
 
-    def start(self) -> Cluster:
-        """Start in a background thread running one event loop for every node."""
-        if self._thread is not None or self._loop is not None:
-            raise RuntimeError("cluster already started")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as exc:
-                failure.append(exc)
-                loop.close()
-                ready.set()
-                return
-            loop.call_soon(ready.set)
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        thread = threading.Thread(target=run, name=f"fila-testing-cluster-{id(self):x}", daemon=True)
-        self._thread = thread
-        thread.start()
-        ready.wait()
-        if failure:
-            self._thread = None
-            thread.join()
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        """Stop a cluster started with :meth:`start` (idempotent)."""
-        thread, loop = self._thread, self._loop
-        if thread is None:
-            return
-        self._thread = None
-        if loop is not None and loop.is_running():
-            fut = asyncio.run_coroutine_threadsafe(self.stop_async(), loop)
-            try:
-                fut.result(_CALL_TIMEOUT)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-        thread.join(_CALL_TIMEOUT)
-
-    def __enter__(self) -> Cluster:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Cluster:
-        return await self.start_async()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop_async()
-
-    def call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the cluster's loop (directly when already there) and return its result."""
-        loop = self._loop
-        if loop is None or self._loop_thread == threading.get_ident() or not loop.is_running():
-            return fn()
-        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                fut.set_result(fn())
-            except BaseException as exc:
-                fut.set_exception(exc)
-
-        loop.call_soon_threadsafe(run)
-        return fut.result(_CALL_TIMEOUT)
 
     def _run(self, coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run a coroutine on the loop and wait for it (from another thread), or schedule it (on the loop)."""
@@ -502,7 +423,7 @@ class Cluster:
             raise RuntimeError("the cluster is not running")
         if self._loop_thread == threading.get_ident():
             raise RuntimeError("call the *_async variant from the cluster's own loop")
-        return asyncio.run_coroutine_threadsafe(coro(), loop).result(_CALL_TIMEOUT)
+        return asyncio.run_coroutine_threadsafe(coro(), loop).result(CALL_TIMEOUT)
 
     def _later(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
         assert self._loop is not None
