@@ -12,6 +12,7 @@ from typing import Any
 from typing import TypeVar
 
 from ..protocol.constants import ErrorCode
+from ._endpoint import Endpoint
 from ._loop import LoopThread
 from .auth import PERMISSION_KINDS
 from .auth import AuthStore
@@ -35,7 +36,7 @@ class BrokerError(Exception):
     """A convenience call on :class:`Broker` failed (the message says why)."""
 
 
-class Broker(LoopThread):
+class Broker(LoopThread, Endpoint):
     """A Fila broker double speaking FIBP over real TCP (optionally TLS/mTLS).
 
     ``api_key`` turns auth on with that bootstrap (superadmin) key;
@@ -125,21 +126,6 @@ class Broker(LoopThread):
         self._pass_scheduled = False
 
     # ------------------------------------------------------------ address
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The bound port (the real one once started, also with ``port=0``)."""
-        return self._port
-
-    @property
-    def address(self) -> str:
-        """``"host:port"`` to point a client at."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"{host}:{self._port}"
 
     @property
     def tls(self) -> bool:

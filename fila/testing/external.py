@@ -62,6 +62,7 @@ from .._core import parse_address
 from ..protocol.constants import PROTOCOL_VERSION
 from ..protocol.constants import ErrorCode
 from ..protocol.constants import Opcode
+from ._endpoint import Endpoint
 from .broker import Broker
 from .broker import BrokerError
 from .tls import PemSource
@@ -161,7 +162,7 @@ def _broker_defaults() -> dict[str, Any]:
 # ------------------------------------------------------------------ the server
 
 
-class ExternalServer:
+class ExternalServer(Endpoint):
     """A real Fila server in place of a :class:`~fila.testing.Broker` (see the module docstring).
 
     ``ExternalServer("host:port")`` is an already running server: ``start()``
@@ -211,21 +212,6 @@ class ExternalServer:
         self._started = False
 
     # ------------------------------------------------------------ address
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The server's port (chosen at ``start()`` for a started binary with ``port=0``)."""
-        return self._port
-
-    @property
-    def address(self) -> str:
-        """``"host:port"`` to point a client at."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"{host}:{self._port}"
 
     @property
     def tls(self) -> bool:
