@@ -327,6 +327,7 @@ def test_cancel_stops_deliveries_and_gc_cancels(broker: Broker) -> None:
 
 
 def test_admin_and_auth(broker_factory: Any) -> None:
+    pytest.importorskip("lupa")  # Lua hooks: the optional [lua] extra
     b = broker_factory(api_key="root")
 
     async def body() -> None:

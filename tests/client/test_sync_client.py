@@ -462,6 +462,7 @@ def test_stats_and_list_queues_results(broker: Broker) -> None:
 
 
 def test_lua_compilation_error(broker: Broker) -> None:
+    pytest.importorskip("lupa")  # Lua hooks: the optional [lua] extra
     # Was: the message is non-empty. Now: 0.3.0's LuaError class, code 0x04, and Lua's own text.
     with Client(broker.address) as c:
         with pytest.raises(E.LuaCompilationError) as info:
