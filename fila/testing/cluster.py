@@ -93,7 +93,6 @@ from typing import TypeVar
 
 from ..protocol.constants import ErrorCode
 from ..protocol.constants import Opcode
-from ..protocol.messages import encode_message
 from ..protocol.pure import decode_ack
 from ..protocol.pure import decode_enqueue
 from ..protocol.pure import decode_nack
@@ -205,27 +204,8 @@ class _NodeHandlers(Handlers):
             encode_nack_result, Opcode.NACK_RESULT,
         )  # fmt: skip
 
-    def consume(self, conn: Connection, rid: int, payload: bytes) -> None:
-        body = self._decode(conn, rid, "consume", Opcode.CONSUME, payload)
-        if body is None:
-            return
-        queue = body["queue"]
-        if not self.auth.allowed(conn.identity, "consume", queue):
-            conn.send_error(rid, ErrorCode.FORBIDDEN, f'no consume permission on queue "{queue}"')
-            return
-        refuse, leader = self.faults.redirect_for(queue)
-        if refuse:
-            meta = {"leader_addr": leader} if leader else None
-            conn.send_error(rid, ErrorCode.NOT_LEADER, NOT_LEADER, meta)
-            return
-        refusal = self.cluster._consume_refusal(self.node_id, queue)
-        if refusal is not None:
-            conn.send_error(rid, *refusal)
-            return
-        conn.unsubscribe()
-        consumer = self.scheduler.register(conn, rid, queue)
-        conn.subscription = consumer
-        conn.send(encode_message(Opcode.CONSUME_OK, rid, {"consumer_id": consumer.consumer_id}), Opcode.CONSUME_OK)
+    def consume_refusal(self, queue: str) -> tuple[int, str, dict[str, str] | None] | None:
+        return super().consume_refusal(queue) or self.cluster._consume_refusal(self.node_id, queue)
 
     def create_queue(self, conn: Connection, rid: int, payload: bytes) -> None:
         body = self._decode(conn, rid, "create_queue", Opcode.CREATE_QUEUE, payload)

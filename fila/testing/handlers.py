@@ -191,14 +191,9 @@ class Handlers:
         if not self.auth.allowed(conn.identity, "consume", queue):
             conn.send_error(rid, ErrorCode.FORBIDDEN, f'no consume permission on queue "{queue}"')
             return
-        refuse, leader = self.faults.redirect_for(queue)
-        if refuse:
-            conn.send_error(
-                rid,
-                ErrorCode.NOT_LEADER,
-                "not the leader for this queue",
-                {"leader_addr": leader} if leader else None,
-            )
+        refusal = self.consume_refusal(queue)
+        if refusal is not None:
+            conn.send_error(rid, *refusal)
             return
         conn.unsubscribe()
         # Register first (for the consumer id); deliveries it triggers are
@@ -206,6 +201,16 @@ class Handlers:
         consumer = self.scheduler.register(conn, rid, queue)
         conn.subscription = consumer
         conn.send(encode_message(Opcode.CONSUME_OK, rid, {"consumer_id": consumer.consumer_id}), Opcode.CONSUME_OK)
+
+    def consume_refusal(self, queue: str) -> tuple[int, str, dict[str, str] | None] | None:
+        """``(code, message, metadata)`` of the Error frame refusing a Consume of ``queue``, or None.
+
+        Here only injected NotLeader (``faults.not_leader``); a cluster node adds its leadership rules.
+        """
+        refuse, leader = self.faults.redirect_for(queue)
+        if refuse:
+            return ErrorCode.NOT_LEADER, "not the leader for this queue", {"leader_addr": leader} if leader else None
+        return None
 
     def ack(self, conn: Connection, rid: int, payload: bytes) -> None:
         self._batch(
