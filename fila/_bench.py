@@ -353,8 +353,17 @@ async def _flush_consumer_async(consumer: Any, timeout: float) -> None:
             raise BenchError(f"acks were not answered within {timeout:.0f} s")
 
 
-def _ack_is_async(consumer: Any) -> bool:
-    return inspect.iscoroutinefunction(consumer.ack)
+def _recorder(samples: list[int], counts: list[int], warmup: int) -> Callable[[Any], None]:
+    """What both latency phases do with each delivered message: count it and, past the warm-up,
+    keep its enqueue→delivery time (the send time rides in the ``SENT_AT_HEADER`` header)."""
+
+    def record(msg: Any) -> None:
+        now = time.perf_counter_ns()
+        counts[0] += 1
+        if counts[0] > warmup:
+            samples.append(now - int(msg.headers[SENT_AT_HEADER]))
+
+    return record
 
 
 def _shares(n: int, parts: int) -> list[int]:
@@ -583,24 +592,19 @@ def latency(
     errors: list[BaseException] = []
     progress.begin("latency", total)
     counts = progress.counts
+    record = _recorder(samples, counts, warmup)
     with _new_client(addr, opts) as producer, _new_client(addr, opts) as consumer_client:
         with consumer_client.consume(queue) as consumer:
 
             def consume() -> None:
                 try:
                     get = consumer.get
-                    got = 0
-                    while got < total:
+                    while counts[0] < total:
                         msg = get(timeout=STALL_SECONDS)
-                        now = time.perf_counter_ns()
                         if msg is None:
-                            raise _stalled(got, total)
-                        sent = int(msg.headers[SENT_AT_HEADER])
+                            raise _stalled(counts[0], total)
+                        record(msg)
                         consumer.ack(msg)
-                        got += 1
-                        counts[0] = got
-                        if got > warmup:
-                            samples.append(now - sent)
                     _flush_consumer(consumer, STALL_SECONDS)
                 except BaseException as exc:
                     errors.append(exc)
@@ -747,14 +751,10 @@ async def consume_ack_async(
     async def work(slot: int) -> None:
         async with clients[slot].consume(queue) as consumer:
             subscribed.append(consumer)
-            ack = consumer.ack
-            awaited = _ack_is_async(consumer)
+            ack = consumer.ack  # batched, never awaited
             got = 0
             async for msg in consumer:
-                if awaited:
-                    await ack(msg)
-                else:
-                    ack(msg)
+                ack(msg)
                 got += 1
                 counts[slot] = got
                 if sum(counts) >= n:
@@ -818,25 +818,15 @@ async def latency_async(
     samples: list[int] = []
     progress.begin("latency", total)
     counts = progress.counts
+    record = _recorder(samples, counts, warmup)
     producer, consumer_client = await _open_async(addr, dict(options or {}), 2)
     try:
         async with consumer_client.consume(queue) as consumer:
-            awaited = _ack_is_async(consumer)
-
             async def consume() -> None:
-                got = 0
                 async for msg in consumer:
-                    now = time.perf_counter_ns()
-                    sent = int(msg.headers[SENT_AT_HEADER])
-                    if awaited:
-                        await consumer.ack(msg)
-                    else:
-                        consumer.ack(msg)
-                    got += 1
-                    counts[0] = got
-                    if got > warmup:
-                        samples.append(now - sent)
-                    if got >= total:
+                    record(msg)
+                    consumer.ack(msg)
+                    if counts[0] >= total:
                         return
 
             task = asyncio.ensure_future(consume())
